@@ -1,0 +1,21 @@
+"""`gsdf-data` command line. Subcommands live in sibling modules that import only click at
+module level (heavy libraries are imported inside the command bodies, so `--help` is instant).
+"""
+
+import click
+
+from gsdf_data import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gsdf-data")
+def main() -> None:
+    """Prepare hand-object data for gSDF: hand models, SDF samples, HDF5 shards."""
+
+
+def _register() -> None:
+    # One line per subcommand module; keep imports here cheap.
+    pass
+
+
+_register()
