@@ -5,13 +5,20 @@ session costs no install time; `tools/bootstrap.sh` owns the environment.
 """
 
 import os
+import sys
 
 import nox
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests", "lint"]
+# The interpreter nox runs in (the project venv): PATH may point at another Python.
+PY = sys.executable
 
-ENV = {"PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl"), "OMP_NUM_THREADS": "1"}
+ENV = {
+    "PATH": os.path.dirname(PY) + os.pathsep + os.environ.get("PATH", ""),
+    "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl"),
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def _workers() -> str:
@@ -29,29 +36,29 @@ def tests(session: nox.Session) -> None:
         "--dist",
         "loadfile",
     ]
-    session.run("pytest", *args, env=ENV)
+    session.run(PY, "-m", "pytest", *args, env=ENV)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    session.run(PY, "-m", "ruff", "check", ".")
+    session.run(PY, "-m", "ruff", "format", "--check", ".")
 
 
 @nox.session
 def gpu(session: nox.Session) -> None:
     """Tests that need a CUDA device (skipped with a reason when there is none)."""
-    session.run("pytest", "-m", "gpu", *session.posargs, env=ENV)
+    session.run(PY, "-m", "pytest", "-m", "gpu", *session.posargs, env=ENV)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; writes bench/results/<name>.json and .md. Pick some with `-- eval sdf`."""
-    session.run("python", "tools/bench.py", *session.posargs, env=ENV)
+    session.run(PY, "tools/bench.py", *session.posargs, env=ENV)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job end to end on the embedded default (see README)."""
-    session.run("python", "tools/demo.py", *session.posargs, env=ENV)
+    session.run(PY, "tools/demo.py", *session.posargs, env=ENV)
