@@ -1,0 +1,276 @@
+"""Training and inference samples for the gSDF network, read from shards.
+
+Owns the step from a shard sample (numpy, unit-cube SDF points; see docs/contracts.md) to
+the model batch (torch, camera frame, metres): balanced SDF point sampling, unit-cube →
+camera conversion, video frame gathering (t−1, t, t+1 of one sequence, clamped at the
+sequence ends), and the paper's augmentation (rotation about the camera's optical axis
+within ±45°, applied consistently to the image, the points, the joints and the object
+centre; colour jitter).
+
+Every random choice comes from a generator seeded by (seed, epoch, index), so a sample is
+the same whatever DataLoader worker draws it, and a resumed run sees the same stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation ranges. rotation_deg: uniform in ±rotation_deg about the optical axis;
+    brightness/contrast/saturation: factors uniform in [1 − x, 1 + x]."""
+
+    rotation_deg: float = 45.0
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+
+
+def open_shards(path: str | Path):
+    """A `gsdf_data.shards.ShardSet` for `path` (imported lazily: h5py is only needed here)."""
+    from gsdf_data.shards import ShardSet
+
+    return ShardSet(Path(path))
+
+
+def _rot_z(angle: float) -> np.ndarray:
+    """(3, 3) rotation about the camera z axis (the optical axis) by `angle` radians."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def rotate_image(image: torch.Tensor, K: np.ndarray, R: np.ndarray) -> torch.Tensor:
+    """Warp an image as if the scene had been rotated by R about the camera centre.
+
+    image: (C, H, W) or (T, C, H, W) float; K: (3, 3); R: (3, 3) rotation of camera-frame
+    points (X' = R X). Output pixel u' samples the input at H⁻¹u' with H = K R K⁻¹, so a
+    point that projected to u now projects to H u. Pixel centres at integer coordinates;
+    outside the input is black.
+    """
+    squeeze = image.dim() == 3
+    img = image[None] if squeeze else image
+    _, _, h, w = img.shape
+    hinv = K @ R.T @ np.linalg.inv(K)
+    v, u = np.meshgrid(
+        np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
+    )
+    uv1 = np.stack([u, v, np.ones_like(u)], -1) @ hinv.T  # (H, W, 3)
+    src = uv1[..., :2] / uv1[..., 2:3]
+    grid = np.empty_like(src)
+    grid[..., 0] = (2.0 * src[..., 0] + 1.0) / w - 1.0
+    grid[..., 1] = (2.0 * src[..., 1] + 1.0) / h - 1.0
+    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(img.shape[0], h, w, 2)
+    out = F.grid_sample(img, grid_t, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[0] if squeeze else out
+
+
+def colour_jitter(
+    image: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig
+) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter. image: (..., 3, H, W) in [0, 1]; the same
+    factors for every frame of a clip."""
+    b = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    s = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+    img = image * b
+    mean = img.mean(dim=(-3, -2, -1), keepdim=True)
+    img = (img - mean) * c + mean
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype).view(3, 1, 1)
+    gray = (img * weights).sum(dim=-3, keepdim=True)
+    img = (img - gray) * s + gray
+    return img.clamp_(0.0, 1.0)
+
+
+def _image_tensor(image: np.ndarray, K: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """(H, W, 3) uint8 → (3, size, size) float in [0, 1], and K scaled to match."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    h, w = img.shape[-2:]
+    K = K.astype(np.float64).copy()
+    if (h, w) != (size, size):
+        img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        sx, sy = size / w, size / h
+        # Pixel centres at integers: u' = (u + 0.5)·s − 0.5.
+        K[0] *= sx
+        K[1] *= sy
+        K[0, 2] += 0.5 * sx - 0.5
+        K[1, 2] += 0.5 * sy - 0.5
+    return img, K
+
+
+def _sdf_points(shards, i: int, n_hand: int, n_obj: int, rng) -> tuple[np.ndarray, ...]:
+    """Balanced SDF points of sample i: (points (N, 3), sdf_hand (N,), sdf_obj (N,)), unit cube."""
+    out = shards.sample_sdf(i, n_hand, n_obj, rng)
+    if isinstance(out, dict):
+        return out["points"], out["sdf_hand"], out["sdf_obj"]
+    return tuple(out)
+
+
+class InMemoryShards:
+    """A shard set held in memory: a list of sample dicts with the keys of
+    `ShardSet[i]` (docs/contracts.md). For custom data, inference on one's own images and
+    tests; `sample_sdf` draws balanced points like `ShardSet.sample_sdf`."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.samples[i]
+
+    def sample_sdf(
+        self, i: int, n_hand: int = 1000, n_obj: int = 1000, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points (n_hand + n_obj, 3), sdf_hand, sdf_obj): for each mesh half of its points
+        inside (sdf < 0) and half outside, drawn with replacement when there are too few."""
+        rng = rng if rng is not None else np.random.default_rng()
+        s = self.samples[i]
+        chosen = []
+        for key, n in (("sdf_hand", n_hand), ("sdf_obj", n_obj)):
+            sdf = np.asarray(s[key])
+            for mask, m in ((sdf < 0, n // 2), (sdf >= 0, n - n // 2)):
+                idx = np.flatnonzero(mask)
+                if m == 0:
+                    continue
+                if len(idx) == 0:
+                    idx = np.arange(len(sdf))
+                chosen.append(rng.choice(idx, size=m, replace=len(idx) < m))
+        sel = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+        return s["points"][sel], s["sdf_hand"][sel], s["sdf_obj"][sel]
+
+
+class GSDFDataset(Dataset):
+    """Model samples over a shard set (a `ShardSet` or a path to one).
+
+    Each item is a dict of tensors in the camera frame, metres (docs/contracts.md, "Model
+    batch"), without the batch dimension:
+      image (3, S, S) float — or (T, 3, S, S) with T = 3 when `video` (frames t−1, t, t+1);
+      K (3, 3); joints (21, 3); obj_center (3,); points (N, 3); sdf_hand (N,); sdf_obj (N,)
+      with N = n_hand + n_obj (absent when both are 0); plus sample_id (str), index (int).
+    Images are in [0, 1] unless `imagenet_norm`, which standardises with ImageNet statistics.
+    """
+
+    def __init__(
+        self,
+        shards: Any,
+        n_hand: int = 1000,
+        n_obj: int = 1000,
+        video: bool = False,
+        augment: AugmentConfig | None = None,
+        image_size: int = 256,
+        imagenet_norm: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.shards = open_shards(shards) if isinstance(shards, str | Path) else shards
+        self.n_hand, self.n_obj = int(n_hand), int(n_obj)
+        self.video = bool(video)
+        self.augment = augment
+        self.image_size = int(image_size)
+        self.imagenet_norm = bool(imagenet_norm)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._neighbours = self._frame_neighbours() if video else None
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random stream (call before each epoch's DataLoader iterator)."""
+        self.epoch = int(epoch)
+
+    def _frame_neighbours(self) -> list[tuple[int, int]]:
+        """For each sample, the indices of the previous and next frame of its sequence
+        (itself at a sequence end)."""
+        meta = getattr(self.shards, "frame_index", None)
+        if callable(meta):
+            pairs = list(meta())  # [(seq_id, frame_idx)] in sample order
+        else:
+            pairs = []
+            for i in range(len(self.shards)):
+                s = self.shards[i]
+                pairs.append((str(s["seq_id"]), int(s["frame_idx"])))
+        seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for i, (seq, frame) in enumerate(pairs):
+            seqs[str(seq)].append((int(frame), i))
+        neighbours = [(i, i) for i in range(len(pairs))]
+        for frames in seqs.values():
+            frames.sort()
+            order = [i for _, i in frames]
+            for k, i in enumerate(order):
+                neighbours[i] = (order[max(k - 1, 0)], order[min(k + 1, len(order) - 1)])
+        return neighbours
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        s = self.shards[index]
+        img, K = _image_tensor(s["image"], np.asarray(s["K"]), self.image_size)
+        if self.video:
+            prev_i, next_i = self._neighbours[index]
+            frames = []
+            for j in (prev_i, index, next_i):
+                if j == index:
+                    frames.append(img)
+                else:
+                    other = self.shards[j]
+                    frames.append(
+                        _image_tensor(other["image"], np.asarray(other["K"]), self.image_size)[0]
+                    )
+            img = torch.stack(frames)  # (3, 3, S, S)
+
+        joints = np.asarray(s["joints"], dtype=np.float64)
+        obj_center = np.asarray(s["obj_center"], dtype=np.float64)
+        item: dict[str, Any] = {}
+        points = None
+        if self.n_hand + self.n_obj > 0:
+            pts, sdf_h, sdf_o = _sdf_points(self.shards, index, self.n_hand, self.n_obj, rng)
+            scale = float(s["norm_scale"])
+            points = np.asarray(pts, dtype=np.float64) * scale + np.asarray(s["norm_offset"])
+            item["sdf_hand"] = torch.from_numpy(np.asarray(sdf_h, dtype=np.float32) * scale)
+            item["sdf_obj"] = torch.from_numpy(np.asarray(sdf_o, dtype=np.float32) * scale)
+
+        if self.augment is not None:
+            angle = math.radians(rng.uniform(-self.augment.rotation_deg, self.augment.rotation_deg))
+            R = _rot_z(angle)
+            img = rotate_image(img, K, R)
+            joints = joints @ R.T
+            obj_center = R @ obj_center
+            if points is not None:
+                points = points @ R.T
+            img = colour_jitter(img, rng, self.augment)
+
+        if self.imagenet_norm:
+            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            img = (img - mean) / std
+
+        item["image"] = img.contiguous()
+        item["K"] = torch.from_numpy(K.astype(np.float32))
+        item["joints"] = torch.from_numpy(joints.astype(np.float32))
+        item["obj_center"] = torch.from_numpy(obj_center.astype(np.float32))
+        if points is not None:
+            item["points"] = torch.from_numpy(points.astype(np.float32))
+        item["sample_id"] = str(s["sample_id"])
+        item["index"] = int(index)
+        return item
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Move the tensors of a collated batch to `device` (other values unchanged)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
