@@ -1,0 +1,241 @@
+"""gsdf_model.train: stages, frozen pose, lr halving, checkpoints (atomic, round trip),
+resume — with a small stand-in network of the GSDFNet API so these run in seconds."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gsdf_model.data import InMemoryShards
+from gsdf_model.train import (
+    TrainConfig,
+    UserError,
+    get_train_preset,
+    load_checkpoint_file,
+    model_from_checkpoint,
+    train,
+)
+
+K = np.array([[300.0, 0.0, 128.0], [0.0, 300.0, 128.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+class StandInNet(nn.Module):
+    """The GSDFNet API (forward(batch, stage), loss, freeze_pose, encode, query) on a
+    tiny pooled-image encoder: pose head → 21 joints + object centre, MLP SDF decoders."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.enc = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 32), nn.ReLU()
+        )
+        self.pose = nn.Linear(32, 66)
+        self.hand = nn.Sequential(nn.Linear(35, 32), nn.ReLU(), nn.Linear(32, 1))
+        self.obj = nn.Sequential(nn.Linear(38, 32), nn.ReLU(), nn.Linear(32, 1))
+        with torch.no_grad():
+            self.pose.bias.copy_(torch.tensor([0.0, 0.0, 0.5] * 22))
+
+    def freeze_pose(self) -> None:
+        for p in self.pose.parameters():
+            p.requires_grad_(False)
+
+    def encode(self, image, K, wrist=None):
+        z = self.enc(image)
+        pose = self.pose(z).view(-1, 22, 3)
+        joints, centre = pose[:, :21], pose[:, 21]
+        w = joints[:, 0] if wrist is None else wrist
+        return {"z": z, "joints": joints, "obj_center": centre, "wrist": w}
+
+    def query(self, state, points):
+        rel = points - state["wrist"][:, None]
+        z = state["z"][:, None].expand(-1, points.shape[1], -1)
+        h = self.hand(torch.cat([rel, z], -1))[..., 0]
+        o = self.obj(torch.cat([rel, points - state["obj_center"][:, None], z], -1))[..., 0]
+        return h, o
+
+    def forward(self, batch, stage):
+        state = self.encode(batch["image"], batch["K"], batch["joints"][:, 0])
+        out = {"joints": state["joints"], "obj_center": state["obj_center"]}
+        if stage == 2:
+            out["sdf_hand"], out["sdf_obj"] = self.query(state, batch["points"])
+        return out
+
+    def loss(self, batch, out, stage):
+        lj = ((out["joints"] - batch["joints"]) ** 2).sum(-1).mean()
+        lo = ((out["obj_center"] - batch["obj_center"]) ** 2).sum(-1).mean()
+        if stage == 1:
+            return {"total": lj + lo, "joints": lj, "obj_center": lo}
+        c = 0.05
+        lh = (out["sdf_hand"].clamp(-c, c) - batch["sdf_hand"].clamp(-c, c)).abs().mean()
+        ls = (out["sdf_obj"].clamp(-c, c) - batch["sdf_obj"].clamp(-c, c)).abs().mean()
+        return {"total": lo + 0.5 * lh + 0.5 * ls, "sdf_hand": lh, "sdf_obj": ls}
+
+
+def sample(rng, i):
+    """A sphere 'hand' and 'object' at a random place; the image's colour encodes depth."""
+    c_h = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.4, 0.6)])
+    c_o = c_h + np.array([0.06, 0.0, 0.0])
+    n = 2000
+    unit = rng.uniform(-1, 1, (n, 3))
+    scale, offset = 0.12, (c_h + c_o) / 2
+    cam = unit * scale + offset
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0] = int((c_h[2] - 0.4) / 0.2 * 255)
+    image[..., 1] = int((c_h[0] + 0.05) / 0.1 * 255)
+    image[..., 2] = int((c_h[1] + 0.05) / 0.1 * 255)
+    return {
+        "sample_id": f"s{i:03d}",
+        "image": image,
+        "K": (K * np.array([[0.25], [0.25], [1.0]])).astype(np.float32),
+        "joints": (c_h + np.zeros((21, 3))).astype(np.float32),
+        "obj_center": c_o.astype(np.float32),
+        "norm_offset": offset.astype(np.float32),
+        "norm_scale": np.float32(scale),
+        "points": unit.astype(np.float32),
+        "sdf_hand": ((np.linalg.norm(cam - c_h, axis=1) - 0.04) / scale).astype(np.float32),
+        "sdf_obj": ((np.linalg.norm(cam - c_o, axis=1) - 0.03) / scale).astype(np.float32),
+        "seq_id": "q",
+        "frame_idx": i,
+    }
+
+
+@pytest.fixture(scope="module")
+def shards():
+    rng = np.random.default_rng(0)
+    return InMemoryShards([sample(rng, i) for i in range(16)])
+
+
+CFG = TrainConfig(
+    pose_epochs=2,
+    sdf_epochs=3,
+    batch_size=4,
+    lr=3e-3,
+    lr_halve_every=2,
+    n_hand=64,
+    n_obj=64,
+    num_workers=0,
+    log_every=1,
+    augment=False,
+)
+
+
+def run(tmp_path, shards, cfg=CFG, resume=True, out="run"):
+    return train(
+        "tiny",
+        data=tmp_path,
+        out=tmp_path / out,
+        train_cfg=cfg,
+        device="cpu",
+        resume=resume,
+        progress=False,
+        build=StandInNet,
+        shards=shards,
+    )
+
+
+def epochs(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if '"kind": "epoch"' in x]
+
+
+def test_two_stages_freeze_pose_and_halve_lr(tmp_path, shards):
+    summary = run(tmp_path, shards)
+    assert summary["epochs"] == 5
+    recs = epochs(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in recs] == [1, 2, 3, 4, 5]
+    assert [r["stage"] for r in recs] == [1, 1, 2, 2, 2]
+    # lr restarts at stage 2 and halves every 2 epochs within a stage
+    assert [r["lr"] for r in recs] == pytest.approx([3e-3, 3e-3, 3e-3, 3e-3, 1.5e-3])
+    s1 = load_checkpoint_file(tmp_path / "run" / "stage1.pt")
+    last = load_checkpoint_file(tmp_path / "run")
+    assert s1["epoch"] == 2 and s1["stage"] == 1 and last["epoch"] == 5 and last["stage"] == 2
+    for k in ("pose.weight", "pose.bias"):
+        torch.testing.assert_close(s1["model"][k], last["model"][k], rtol=0, atol=0)
+    assert not torch.equal(s1["model"]["hand.0.weight"], last["model"]["hand.0.weight"])
+    # no temporary files left behind
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.json",
+        "last.pt",
+        "metrics.jsonl",
+        "stage1.pt",
+    ]
+
+
+def test_losses_fall(tmp_path, shards):
+    cfg = dataclasses.replace(CFG, pose_epochs=6, sdf_epochs=6, lr_halve_every=100)
+    run(tmp_path, shards, cfg)
+    recs = epochs(tmp_path / "run" / "metrics.jsonl")
+    s1 = [r["loss"] for r in recs if r["stage"] == 1]
+    s2 = [r["loss_sdf_hand"] for r in recs if r["stage"] == 2]
+    assert s1[-1] < 0.5 * s1[0]
+    assert s2[-1] < 0.8 * s2[0]
+
+
+def test_checkpoint_round_trip(tmp_path, shards):
+    run(tmp_path, shards)
+    ckpt = load_checkpoint_file(tmp_path / "run" / "last.pt")
+    assert ckpt["model_preset"] == "tiny"
+    assert ckpt["train_config"] == dataclasses.asdict(CFG)
+    assert ckpt["model_config"]["name"] == "tiny"
+    net, cfg = model_from_checkpoint(ckpt, build=StandInNet)
+    assert cfg.name == "tiny" and not net.training
+    ref = StandInNet(cfg)
+    ref.load_state_dict(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"])
+    x = torch.rand(2, 3, 64, 64)
+    Ks = torch.from_numpy(K)[None].expand(2, 3, 3)
+    a, b = net.encode(x, Ks), ref.encode(x, Ks)
+    torch.testing.assert_close(a["joints"], b["joints"])
+
+
+def test_resume_continues_from_saved_epoch(tmp_path, shards):
+    short = dataclasses.replace(CFG, sdf_epochs=1)
+    run(tmp_path, shards, short)
+    assert load_checkpoint_file(tmp_path / "run")["epoch"] == 3
+    summary = run(tmp_path, shards, CFG)
+    assert summary["start_epoch"] == 3
+    recs = epochs(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in recs] == [1, 2, 3, 4, 5]
+    # the resumed run equals an uninterrupted one (same data stream, same optimizer state)
+    run(tmp_path, shards, CFG, out="straight")
+    a = load_checkpoint_file(tmp_path / "run")["model"]
+    b = load_checkpoint_file(tmp_path / "straight")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # re-running a finished run trains nothing
+    assert run(tmp_path, shards, CFG)["start_epoch"] == 5
+
+
+def test_no_resume_starts_over(tmp_path, shards):
+    run(tmp_path, shards, dataclasses.replace(CFG, sdf_epochs=1))
+    summary = run(
+        tmp_path, shards, dataclasses.replace(CFG, pose_epochs=1, sdf_epochs=0), resume=False
+    )
+    assert summary["start_epoch"] == 0
+    assert [r["epoch"] for r in epochs(tmp_path / "run" / "metrics.jsonl")] == [1]
+
+
+def test_user_errors(tmp_path, shards):
+    with pytest.raises(UserError, match="no checkpoint"):
+        load_checkpoint_file(tmp_path / "nothing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        load_checkpoint_file(tmp_path / "junk.pt")
+    with pytest.raises(UserError, match="does not exist"):
+        train("tiny", tmp_path / "missing", tmp_path / "out", progress=False)
+    with pytest.raises(UserError, match="unknown preset"):
+        train("nope", tmp_path, tmp_path / "out", progress=False, shards=shards)
+
+
+def test_presets():
+    tiny = get_train_preset("tiny")
+    assert tiny.pose_epochs + tiny.sdf_epochs <= 40 and tiny.num_workers == 0
+    paper = get_train_preset("obman")
+    assert (paper.batch_size, paper.lr, paper.lr_halve_every, paper.sdf_epochs) == (
+        256,
+        1e-4,
+        600,
+        1600,
+    )
+    assert get_train_preset("k1") == get_train_preset("dexycb")
