@@ -1,0 +1,136 @@
+"""Pieces shared by the dataset readers: the hand model a worker needs, the reader-side drop
+counts, and small geometry helpers.
+
+A task is pickled to worker processes, so it carries a `HandSpec` (a path and flags), not a
+hand model; `HandSpec.load()` builds the model once per process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+# ObMan and DexYCB-style cameras: OpenGL/Blender axes (y up, z backward) -> OpenCV axes.
+CAM_FLIP = np.diag([1.0, -1.0, -1.0])
+
+
+class SampleError(ValueError):
+    """A sample that a reader cannot turn into a hand-object pair; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class HandSpec:
+    """How to build the hand model in a worker: `mano` path (None: the procedural hand),
+    MANO's `flat_hand_mean` and fingertip convention `tips` ("obman" or "dexycb")."""
+
+    mano: str | None = None
+    flat_hand_mean: bool = True
+    tips: str = "obman"
+
+    def load(self):
+        """The hand model (cached per process)."""
+        return _load_hand(self)
+
+
+@lru_cache(maxsize=4)
+def _load_hand(spec: HandSpec):
+    from gsdf_data.hand import MANOHand, load_hand
+
+    if spec.mano is None:
+        return load_hand(None)
+    return MANOHand.from_pkl(spec.mano, flat_hand_mean=spec.flat_hand_mean, tips=spec.tips)
+
+
+def hand_faces(hand) -> np.ndarray:
+    """(F,3) int64 faces closed at the wrist, as numpy."""
+    f = hand.faces
+    return np.asarray(f.cpu().numpy() if hasattr(f, "cpu") else f, dtype=np.int64)
+
+
+def ik_rotmats(hand, joints: np.ndarray) -> np.ndarray:
+    """Local joint rotations (16,3,3) from the 21 camera-frame keypoints by the hand model's
+    analytic IK (what the paper's model does with predicted joints); NaN when the model has
+    no IK."""
+    import torch
+
+    if not hasattr(hand, "ik"):
+        return np.full((16, 3, 3), np.nan, dtype=np.float32)
+    with torch.no_grad():
+        res = hand.ik(torch.as_tensor(np.asarray(joints, dtype=np.float32))[None])
+    rot = res.local_rotmats
+    return np.asarray(rot.cpu().numpy() if hasattr(rot, "cpu") else rot, dtype=np.float32)[0]
+
+
+def polar_rotation(A: np.ndarray) -> np.ndarray:
+    """The rotation factor (3,3) of a linear map A (3,3) that may carry a scale."""
+    u, _, vt = np.linalg.svd(A)
+    R = u @ vt
+    if np.linalg.det(R) < 0:
+        u[:, -1] *= -1
+        R = u @ vt
+    return R
+
+
+class DropCounter:
+    """Counts samples the reader skipped, by reason, for the end-of-run summary."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        self.counts[reason] += n
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+def format_summary(name: str, kept: int, dropped: dict[str, int]) -> str:
+    """One summary line plus one line per drop reason, e.g. for `prepare obman`."""
+    total = kept + sum(dropped.values())
+    lines = [f"{name}: kept {kept} of {total} samples, dropped {sum(dropped.values())}"]
+    lines += [f"  dropped {n:>7d}  {reason}" for reason, n in sorted(dropped.items())]
+    return "\n".join(lines)
+
+
+def make_pair(
+    *,
+    sample_id: str,
+    hand_verts: np.ndarray,
+    hand_faces: np.ndarray,
+    obj_verts: np.ndarray,
+    obj_faces: np.ndarray,
+    image: bytes,
+    K: np.ndarray,
+    joints: np.ndarray,
+    hand_rotmats: np.ndarray,
+    obj_center: np.ndarray,
+    obj_pose: np.ndarray,
+    seq_id: str,
+    frame_idx: int,
+):
+    """The `gsdf_data.prepare.Pair` for one sample; all arrays in the camera frame (OpenCV
+    axes, metres): hand (V,3)/(F,3), object (V',3)/(F',3), joints (21,3), hand_rotmats
+    (16,3,3), obj_center (3,), obj_pose (4,4); image: encoded JPEG/PNG bytes; K (3,3)."""
+    import trimesh
+
+    from gsdf_data.prepare import Pair
+
+    return Pair(
+        sample_id=sample_id,
+        hand=trimesh.Trimesh(np.asarray(hand_verts, np.float64), hand_faces, process=False),
+        obj=trimesh.Trimesh(np.asarray(obj_verts, np.float64), obj_faces, process=False),
+        image=image,
+        K=np.asarray(K, np.float32),
+        joints=np.asarray(joints, np.float32),
+        hand_rotmats=np.asarray(hand_rotmats, np.float32),
+        obj_center=np.asarray(obj_center, np.float32),
+        obj_pose=np.asarray(obj_pose, np.float32),
+        seq_id=seq_id,
+        frame_idx=int(frame_idx),
+    )
