@@ -29,3 +29,120 @@ def describe_cmd(preset: str, points: int) -> None:
             f"unknown preset; known: {', '.join(PRESETS)}", param_hint="--preset"
         )
     click.echo(describe(get_preset(preset), n_points=points))
+
+
+def _user_errors():
+    """Exceptions that mean the user asked for something wrong: one line, exit 1."""
+    from gsdf_model.train import UserError
+
+    return (UserError, FileNotFoundError, NotADirectoryError)
+
+
+@main.command("train")
+@click.option(
+    "--preset", required=True, help="Model preset (obman, dexycb, dexycb-video, tiny, k1…)."
+)
+@click.option(
+    "--data", required=True, type=click.Path(), help="Shard directory (or one with train/)."
+)
+@click.option("--out", required=True, type=click.Path(), help="Run directory (checkpoints, logs).")
+@click.option("--epochs", type=int, help="SDF-stage epochs (the pose stage scales with it).")
+@click.option("--pose-epochs", type=int, help="Pose-stage epochs (default: the preset's).")
+@click.option("--batch-size", type=int, help="Samples per step per process.")
+@click.option("--lr", type=float, help="Initial learning rate of each stage.")
+@click.option("--workers", type=int, help="DataLoader worker processes.")
+@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, mps).")
+@click.option(
+    "--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
+)
+@click.option("--resume/--restart", default=True, show_default=True, help="Continue RUN/last.pt.")
+@click.option("--backbone-weights", type=click.Path(), help="torchvision ResNet-18 state dict.")
+def train_cmd(
+    preset,
+    data,
+    out,
+    epochs,
+    pose_epochs,
+    batch_size,
+    lr,
+    workers,
+    device,
+    amp,
+    resume,
+    backbone_weights,
+):
+    """Train the two stages (pose, then SDF with the pose frozen); re-running resumes."""
+    import dataclasses
+
+    from gsdf_model.train import get_train_preset, train
+
+    cfg = get_train_preset(preset)
+    changes = {"batch_size": batch_size, "lr": lr, "num_workers": workers, "amp": amp}
+    if epochs is not None:
+        changes["sdf_epochs"] = epochs
+        if pose_epochs is None:
+            pose_epochs = max(1, round(epochs * cfg.pose_epochs / max(cfg.sdf_epochs, 1)))
+    changes["pose_epochs"] = pose_epochs
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    try:
+        s = train(
+            preset, data, out, cfg, device=device, resume=resume, backbone_weights=backbone_weights
+        )
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(
+        f"trained {preset}: epochs {s['start_epoch']}→{s['epochs']}, loss {s['final_loss']}, "
+        f"{s['samples_per_s']:.1f} samples/s; checkpoint {s['checkpoint']}"
+    )
+
+
+@main.command("reconstruct")
+@click.argument("checkpoint", type=click.Path())
+@click.option(
+    "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
+)
+@click.option("--out", required=True, type=click.Path(), help="Output directory for meshes + json.")
+@click.option("--resolution", default=128, show_default=True, help="Grid points per axis per pass.")
+@click.option(
+    "--gt-wrist/--pred-wrist", default=True, show_default=True, help="Wrist for the SDF frame."
+)
+@click.option("--limit", type=int, help="Only the first N samples.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, limit, device):
+    """Meshes and predicted joints for the test split (resumes; skips finished samples)."""
+    from gsdf_model.reconstruct import reconstruct
+
+    try:
+        s = reconstruct(
+            checkpoint,
+            data,
+            out,
+            resolution=resolution,
+            wrist="gt" if gt_wrist else "pred",
+            device=device,
+            limit=limit,
+        )
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(
+        f"reconstructed {s['written']} samples ({s['skipped']} already there; no hand surface "
+        f"in {s['empty_hand']}, no object surface in {s['empty_obj']}) → {s['out']}"
+    )
+
+
+@main.command("export-gt")
+@click.option(
+    "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
+)
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--limit", type=int, help="Only the first N samples.")
+def export_gt_cmd(data, out, limit):
+    """Write the test split's GT meshes, joints and object centres in the layout of
+    `reconstruct`, for `gsdf-eval run PRED GT`."""
+    from gsdf_model.reconstruct import export_gt
+
+    try:
+        s = export_gt(data, out, limit=limit)
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"exported {s['written']} samples ({s['skipped']} already there) → {s['out']}")
