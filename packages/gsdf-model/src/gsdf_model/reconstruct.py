@@ -32,6 +32,7 @@ from gsdf_model.train import (
     load_checkpoint_file,
     loader_options,
     model_from_checkpoint,
+    parse_device,
     resolve_split,
 )
 
@@ -198,7 +199,7 @@ def reconstruct(
         raise UserError(f"wrist must be 'gt' or 'pred', not {wrist!r}")
     if resolution < 8:
         raise UserError(f"resolution {resolution} is too small (at least 8)")
-    device = torch.device(device)
+    device = parse_device(device)
     ckpt = load_checkpoint_file(checkpoint)
     net, cfg = model_from_checkpoint(ckpt, build)
     net.to(device)

@@ -146,6 +146,19 @@ def build_model(model_cfg: Any) -> nn.Module:
     return GSDFNet(model_cfg)
 
 
+def parse_device(device: str | torch.device) -> torch.device:
+    """A torch device, or a UserError naming what is wrong with it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"bad device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} asked for, but MPS is not available here")
+    return dev
+
+
 def resolve_split(data: str | Path, split: str) -> Path:
     """The shard directory for a split: DATA/<split> when it exists, else DATA itself."""
     root = Path(data)
@@ -302,7 +315,7 @@ def train(
     """
     train_cfg = train_cfg or get_train_preset(preset)
     model_cfg = model_cfg if model_cfg is not None else model_config_for(preset)
-    dist = _Dist(torch.device(device))
+    dist = _Dist(parse_device(device))
     device = dist.device
     amp_dtype = _amp_dtype(train_cfg.amp, device)
     out = Path(out)
@@ -421,6 +434,9 @@ def train(
                 group["lr"] = lr
 
             dataset.set_epoch(epoch)
+            # The pose stage needs no SDF points: skip sampling them.
+            dataset.n_hand = 0 if stage == 1 else train_cfg.n_hand
+            dataset.n_obj = 0 if stage == 1 else train_cfg.n_obj
             sampler = None
             if dist.world > 1:
                 from torch.utils.data.distributed import DistributedSampler
