@@ -1,0 +1,438 @@
+"""The generic data-preparation pipeline: hand-object pairs in, verified HDF5 shards out.
+
+Dataset adapters only read their dataset: they hand :func:`prepare_pairs` a sequence of
+small picklable *tasks*, each with a ``sample_id`` and a ``load()`` method (or a picklable
+callable, or a ready :class:`Pair`) that returns a :class:`Pair`. This module does the rest:
+mesh validation, the double-sided filter, normalisation, 40,000-point SDF sampling, shard
+writing, the manifest and the bad-sample report.
+
+Work is cut into shards by position in the task sequence (task t goes to shard
+``t // shard_size``), so a shard's content does not depend on how many jobs ran it, and:
+
+- ``jobs=N`` runs samples in N joblib (loky) processes; ``backend="dask"`` runs them through
+  joblib's Dask backend on the cluster at ``scheduler``;
+- ``shard=(k, n)`` keeps shards ``j`` with ``j % n == k``, for independent cluster jobs;
+- a shard is written under a temporary name and renamed when complete, then its record
+  ``shard-XXXXX.json`` (checksum, ids, bad samples) is written the same way; a re-run skips
+  shards whose record exists and matches the configuration (resume);
+- bad samples (unreadable or empty mesh, non-finite values, filter rejects, too few inside
+  points) are left out and listed with their reason in ``bad_samples.json``;
+  ``strict=True`` raises :class:`BadSampleError` at the first one instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gsdf_data import __version__
+from gsdf_data.filter import FilterConfig
+from gsdf_data.sampling import SamplingConfig
+
+BAD_REPORT = "bad_samples.json"
+
+
+@dataclass
+class Pair:
+    """One hand-object sample as a dataset adapter reads it (camera frame, metres, OpenCV axes).
+
+    Fields:
+        sample_id: unique id within the dataset.
+        hand_mesh: ``trimesh.Trimesh``, closed at the wrist (used for SDFs, stored as GT).
+        obj_mesh: ``trimesh.Trimesh`` (may be open; stored as GT).
+        image: encoded JPEG/PNG bytes (stored as is) or (H,W,3) uint8 RGB array.
+        K: (3,3) intrinsics of the image.
+        joints: (21,3) hand keypoints, paper order.
+        hand_rotmats: (16,3,3) local joint rotations, or None (stored as NaN).
+        obj_center: (3,) object centre, or None (default: object bounding-box centre).
+        obj_pose: (4,4) object→camera, or None (stored as NaN).
+        seq_id: sequence id for video ("" when none). frame_idx: frame index (-1 when none).
+    """
+
+    sample_id: str
+    hand_mesh: object
+    obj_mesh: object
+    image: bytes | np.ndarray
+    K: np.ndarray
+    joints: np.ndarray
+    hand_rotmats: np.ndarray | None = None
+    obj_center: np.ndarray | None = None
+    obj_pose: np.ndarray | None = None
+    seq_id: str = ""
+    frame_idx: int = -1
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that decides a shard's content (stored in the manifest; a resume with a
+    different configuration is refused).
+
+    sampling: points and SDF. filter: the double-sided filter (``None`` = off) applied to the
+    object mesh. seed: with the sample id, selects each sample's random stream.
+    shard_size: samples per shard. precision: ``"compact"`` or ``"full"`` (see shards).
+    image_format: encoding of array images ("png" or "jpg").
+    """
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    filter: FilterConfig | None = field(default_factory=FilterConfig)
+    seed: int = 0
+    shard_size: int = 128
+    precision: str = "compact"
+    image_format: str = "png"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PrepareConfig:
+        d = dict(d)
+        if isinstance(d.get("sampling"), dict):
+            s = dict(d["sampling"])
+            for k in ("variances", "mesh_fractions"):
+                if isinstance(s.get(k), list):
+                    s[k] = tuple(s[k])
+            d["sampling"] = SamplingConfig(**s)
+        if isinstance(d.get("filter"), dict):
+            d["filter"] = FilterConfig(**d["filter"])
+        return cls(**d)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class BadSampleError(RuntimeError):
+    """A sample that cannot be prepared (raised in strict mode)."""
+
+    def __init__(self, sample_id: str, reason: str) -> None:
+        super().__init__(f"{sample_id}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
+
+
+@dataclass
+class PrepareReport:
+    """Summary of one :func:`prepare_pairs` run."""
+
+    out_dir: str
+    n_tasks: int
+    n_shards: int
+    shards_written: list[str] = field(default_factory=list)
+    shards_skipped: list[str] = field(default_factory=list)
+    n_written: int = 0
+    bad: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.n_written} samples in {len(self.shards_written)} new shards "
+            f"({len(self.shards_skipped)} already done, {len(self.bad)} bad samples) "
+            f"in {self.seconds:.1f} s -> {self.out_dir}"
+        )
+
+
+def _load(task) -> Pair:
+    if isinstance(task, Pair):
+        return task
+    if hasattr(task, "load"):
+        return task.load()
+    if callable(task):
+        return task()
+    raise TypeError(f"a task must be a Pair, have a load() method or be callable: {task!r}")
+
+
+def _task_id(task, index: int) -> str:
+    sid = getattr(task, "sample_id", None)
+    return str(sid) if sid is not None else f"#{index}"
+
+
+def _finite(name: str, a, shape: tuple) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"non-finite values in {name}")
+    return a
+
+
+def make_sample(pair: Pair, config: PrepareConfig) -> dict:
+    """Turn one :class:`Pair` into a shard sample dict (``docs/contracts.md`` keys).
+
+    Raises ValueError (incl. MeshError, SamplingError) with a one-line reason for a bad
+    sample.
+    """
+    from gsdf_data.filter import double_sided_check
+    from gsdf_data.meshes import mesh_arrays, validate_mesh
+    from gsdf_data.sampling import sample_points
+
+    validate_mesh(pair.hand_mesh, "hand mesh")
+    validate_mesh(pair.obj_mesh, "object mesh")
+    K = _finite("K", pair.K, (3, 3))
+    joints = _finite("joints", pair.joints, (21, 3))
+    if config.filter is not None:
+        res = double_sided_check(pair.obj_mesh, config.filter)
+        if not res.ok:
+            raise ValueError(f"double-sided filter: {res.reason}")
+    s = sample_points(
+        [pair.hand_mesh, pair.obj_mesh], config.sampling, sample_id=pair.sample_id, seed=config.seed
+    )
+    if not (np.isfinite(s.points).all() and np.isfinite(s.sdf).all()):
+        raise ValueError("non-finite SDF samples")
+    hv, hf = mesh_arrays(pair.hand_mesh)
+    ov, of = mesh_arrays(pair.obj_mesh)
+    centre = (
+        0.5 * (ov.min(0) + ov.max(0))
+        if pair.obj_center is None
+        else _finite("obj_center", pair.obj_center, (3,))
+    )
+    return {
+        "sample_id": str(pair.sample_id),
+        "seq_id": str(pair.seq_id or ""),
+        "frame_idx": int(pair.frame_idx),
+        "image": pair.image,
+        "K": K,
+        "joints": joints,
+        "hand_rotmats": pair.hand_rotmats,
+        "obj_center": centre,
+        "obj_pose": pair.obj_pose,
+        "norm_offset": s.norm.offset,
+        "norm_scale": s.norm.scale,
+        "points": s.points,
+        "sdf_hand": s.sdf[:, 0],
+        "sdf_obj": s.sdf[:, 1],
+        "hand_verts": hv,
+        "hand_faces": hf,
+        "obj_verts": ov,
+        "obj_faces": of,
+    }
+
+
+def _process(task, index: int, config: PrepareConfig) -> tuple:
+    """Worker body: ("ok", index, sample) or ("bad", index, sample_id, reason)."""
+    sid = _task_id(task, index)
+    try:
+        pair = _load(task)
+        sid = str(pair.sample_id)
+        return ("ok", index, make_sample(pair, config))
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # any failure of one sample is that sample's problem
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return ("bad", index, sid, msg)
+
+
+def parse_shard_spec(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """ "k/n" or (k, n) -> (k, n) with 0 <= k < n; None passes through."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        try:
+            k, n = (int(x) for x in spec.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like k/n (e.g. 0/4), got {spec!r}") from None
+    else:
+        k, n = spec
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"shard k/n needs 0 <= k < n, got {k}/{n}")
+    return int(k), int(n)
+
+
+def _record_path(out: Path, j: int) -> Path:
+    return out / f"shard-{j:05d}.json"
+
+
+def _done(out: Path, j: int, digest: str) -> dict | None:
+    rec = _record_path(out, j)
+    if not rec.is_file() or not (out / f"shard-{j:05d}.h5").is_file():
+        return None
+    try:
+        r = json.loads(rec.read_text())
+    except ValueError:
+        return None
+    return r if r.get("config_digest") == digest else None
+
+
+def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: int) -> dict:
+    """manifest.json and bad_samples.json from the shard records present now."""
+    from gsdf_data.shards import atomic_write_text, write_manifest
+
+    entries, bad = [], []
+    for j in range(n_shards):
+        r = _done(out, j, config.digest())
+        if r is not None:
+            entries.append({k: r[k] for k in ("file", "n_samples", "sha256", "bytes")})
+            bad += r["bad"]
+    atomic_write_text(out / BAD_REPORT, json.dumps(bad, indent=1) + "\n")
+    return write_manifest(
+        out,
+        entries,
+        {
+            "code_version": __version__,
+            "config": config.to_dict(),
+            "config_digest": config.digest(),
+            "expected_shards": n_shards,
+            "n_tasks": n_tasks,
+            "n_bad": len(bad),
+        },
+    )
+
+
+def prepare_pairs(
+    tasks: Iterable,
+    out_dir: str | Path,
+    config: PrepareConfig | dict | None = None,
+    jobs: int = 1,
+    shard: str | tuple[int, int] | None = None,
+    backend: str = "loky",
+    scheduler: str | object | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[str], None] | None = None,
+) -> PrepareReport:
+    """Prepare hand-object pairs into a resumable, verifiable shard set.
+
+    Args:
+        tasks: sequence of tasks (see the module docstring); the order fixes shard content.
+        out_dir: directory for shards, records, ``manifest.json``, ``bad_samples.json``.
+        config: :class:`PrepareConfig` (or its dict form); default ``PrepareConfig()``.
+        jobs: worker processes (1 = in this process).
+        shard: ``"k/n"`` or ``(k, n)``: only shards ``j % n == k``.
+        backend: ``"loky"`` (joblib processes) or ``"dask"`` (joblib's Dask backend).
+        scheduler: Dask scheduler address or ``distributed.Client`` (backend "dask").
+        strict: raise :class:`BadSampleError` at the first bad sample.
+        progress: show a tqdm bar and print a summary line.
+        on_shard: called with each shard file name once it is complete (tests, logging).
+
+    Returns:
+        :class:`PrepareReport`.
+    """
+    from gsdf_data.shards import ShardWriter, atomic_write_text, shard_name
+
+    t0 = time.perf_counter()
+    if config is None:
+        config = PrepareConfig()
+    elif isinstance(config, dict):
+        config = PrepareConfig.from_dict(config)
+    if backend not in ("loky", "dask"):
+        raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")
+    tasks: Sequence = tasks if isinstance(tasks, Sequence) else list(tasks)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "manifest.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text()).get("config_digest")
+        if old is not None and old != config.digest():
+            raise ValueError(
+                f"{out} holds shards made with another configuration; use a new directory"
+            )
+    size = int(config.shard_size)
+    n_shards = (len(tasks) + size - 1) // size
+    spec = parse_shard_spec(shard)
+    mine = [j for j in range(n_shards) if spec is None or j % spec[1] == spec[0]]
+    digest = config.digest()
+    report = PrepareReport(str(out), len(tasks), n_shards)
+    todo = []
+    for j in mine:
+        if _done(out, j, digest) is not None:
+            report.shards_skipped.append(shard_name(j))
+        else:
+            todo.append(j)
+    indices = [t for j in todo for t in range(j * size, min((j + 1) * size, len(tasks)))]
+
+    results = _run(tasks, indices, config, jobs, backend, scheduler)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(indices), unit="sample", desc="prepare", dynamic_ncols=True)
+    pending: dict[int, list] = {j: [] for j in todo}
+    remaining = {j: min((j + 1) * size, len(tasks)) - j * size for j in todo}
+    try:
+        for res in results:
+            idx = res[1]
+            j = idx // size
+            if res[0] == "bad":
+                bad = {"sample_id": res[2], "task_index": idx, "reason": res[3]}
+                if strict:
+                    raise BadSampleError(res[2], res[3])
+                pending[j].append(("bad", idx, bad))
+            else:
+                pending[j].append(("ok", idx, res[2]))
+            remaining[j] -= 1
+            if bar is not None:
+                bar.update(1)
+            if remaining[j] == 0:
+                items = sorted(pending.pop(j), key=lambda r: r[1])
+                writer = ShardWriter(
+                    out / shard_name(j),
+                    n_points=config.sampling.n,
+                    precision=config.precision,
+                    image_format=config.image_format,
+                    attrs={"config_digest": digest, "shard_index": j},
+                )
+                bads = []
+                for kind, _, item in items:
+                    if kind == "ok":
+                        writer.add(item)
+                    else:
+                        bads.append({**item, "shard": shard_name(j)})
+                entry = writer.close()
+                record = {
+                    **entry,
+                    "config_digest": digest,
+                    "sample_ids": [it["sample_id"] for k, _, it in items if k == "ok"],
+                    "bad": bads,
+                }
+                atomic_write_text(_record_path(out, j), json.dumps(record) + "\n")
+                report.shards_written.append(entry["file"])
+                report.n_written += entry["n_samples"]
+                report.bad += bads
+                if on_shard is not None:
+                    on_shard(entry["file"])
+    finally:
+        if bar is not None:
+            bar.close()
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    _rebuild_manifest(out, config, n_shards, len(tasks))
+    report.seconds = time.perf_counter() - t0
+    if progress:
+        print(report.summary(), flush=True)
+    return report
+
+
+def _run(tasks: Sequence, indices: list[int], config, jobs, backend, scheduler):
+    """Results of ``_process`` for ``indices``, in order, from the chosen executor."""
+    if not indices:
+        return iter(())
+    if backend == "loky" and jobs == 1:
+        return (_process(tasks[i], i, config) for i in indices)
+    from joblib import Parallel, delayed
+
+    calls = (delayed(_process)(tasks[i], i, config) for i in indices)
+    if backend == "loky":
+        return Parallel(n_jobs=jobs, backend="loky", return_as="generator")(calls)
+    return _run_dask(calls, jobs, scheduler)
+
+
+def _run_dask(calls, jobs, scheduler):
+    from distributed import Client
+    from joblib import Parallel, parallel_config
+
+    client = scheduler if isinstance(scheduler, Client) else None
+    own = None
+    if client is None:
+        own = Client(scheduler) if scheduler is not None else Client(processes=False)
+    try:
+        with parallel_config(backend="dask", n_jobs=-1 if jobs in (None, 1) else jobs):
+            yield from Parallel(return_as="generator")(calls)
+    finally:
+        if own is not None:
+            own.close()

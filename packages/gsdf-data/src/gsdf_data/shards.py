@@ -1,0 +1,584 @@
+"""HDF5 shards: the schema (versioned), the writer, the reader, the manifest and the checker.
+
+Nobody else opens the files. One shard ``shard-XXXXX.h5`` holds N samples; per sample
+everything training and evaluation need (see ``docs/contracts.md``). Layout (schema 1):
+
+=====================  ===================  ==============================================
+dataset                shape, dtype         notes
+=====================  ===================  ==============================================
+sample_id, seq_id      (N,) str
+frame_idx              (N,) int64
+image                  (N,) vlen uint8      encoded JPEG/PNG bytes, as given or PNG
+K                      (N,3,3) float32
+joints                 (N,21,3) float32
+hand_rotmats           (N,16,3,3) float32   NaN when unknown
+obj_center             (N,3) float32
+obj_pose               (N,4,4) float32      NaN when unknown
+norm_offset            (N,3) float32        camera = unit · norm_scale + norm_offset
+norm_scale             (N,) float32
+points                 (N,P,3) uint16       fixed point over [-1,1] (``precision="compact"``,
+                                            max error 1.5e-5) or float32 (``"full"``)
+sdf                    (N,P,2) float16      (hand, object), unit-cube units; float32 in
+                                            ``"full"``
+counts                 (N,4) int32          points per category, see below
+hand_verts, obj_verts  (ΣV,3) float32       camera frame, gzip; rows of sample i:
+hand_faces, obj_faces  (ΣF,3) int32         ``*_ptr[i]:*_ptr[i+1]``
+=====================  ===================  ==============================================
+
+Points of a sample are stored sorted by category — hand-inside & object-outside,
+hand-inside & object-inside, hand-outside & object-inside, hand-outside & object-outside —
+so that each of the four sets training draws from (hand in, hand out, object in, object out)
+is one cyclic range of rows. ``points`` and ``sdf`` are contiguous and uncompressed, so the
+reader maps them straight from the file (``numpy.memmap``) and a balanced draw of 2,000
+points costs one gather, not a decompression: measured in ``bench/bench_sdf.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_GLOB = "shard-*.h5"
+PRECISIONS = ("compact", "full")
+_Q = 65535.0
+
+FIXED_FIELDS = {
+    "K": ((3, 3), np.float32),
+    "joints": ((21, 3), np.float32),
+    "hand_rotmats": ((16, 3, 3), np.float32),
+    "obj_center": ((3,), np.float32),
+    "obj_pose": ((4, 4), np.float32),
+    "norm_offset": ((3,), np.float32),
+    "norm_scale": ((), np.float32),
+    "frame_idx": ((), np.int64),
+}
+NAN_ALLOWED = {"hand_rotmats", "obj_pose"}
+MESH_FIELDS = (
+    ("hand_verts", np.float32),
+    ("hand_faces", np.int32),
+    ("obj_verts", np.float32),
+    ("obj_faces", np.int32),
+)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def quantize_points(points: np.ndarray) -> np.ndarray:
+    """Unit-cube points (...,3) in [-1,1] -> uint16 fixed point (step 2/65535)."""
+    p = np.clip(np.asarray(points, dtype=np.float64), -1.0, 1.0)
+    return np.rint((p + 1.0) * (_Q / 2.0)).astype(np.uint16)
+
+
+def dequantize_points(q: np.ndarray) -> np.ndarray:
+    """uint16 fixed point (...,3) -> float32 unit-cube points."""
+    return (q.astype(np.float32) * np.float32(2.0 / _Q) - np.float32(1.0)).astype(np.float32)
+
+
+def categories(sdf_hand: np.ndarray, sdf_obj: np.ndarray) -> np.ndarray:
+    """Category per point, the storage order: 0 hand-in/obj-out, 1 hand-in/obj-in,
+    2 hand-out/obj-in, 3 hand-out/obj-out. (N,),(N,) -> (N,) int8."""
+    hi = np.asarray(sdf_hand) < 0
+    oi = np.asarray(sdf_obj) < 0
+    cat = np.full(hi.shape, 3, dtype=np.int8)
+    cat[hi & ~oi] = 0
+    cat[hi & oi] = 1
+    cat[~hi & oi] = 2
+    return cat
+
+
+def encode_image(image, fmt: str = "png") -> bytes:
+    """Encoded bytes of an image: bytes pass through; an (H,W,3) uint8 RGB array is encoded."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    import cv2
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"image must be (H,W,3) uint8 RGB or encoded bytes, got {arr.shape}")
+    ext = ".jpg" if fmt in ("jpg", "jpeg") else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, arr[:, :, ::-1], params)
+    if not ok:
+        raise ValueError("could not encode image")
+    return buf.tobytes()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded bytes -> (H,W,3) uint8 RGB."""
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(bytes(data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise ValueError("could not decode image bytes")
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Collects samples and writes one shard atomically on :meth:`close`.
+
+    Samples are dicts with the keys of ``docs/contracts.md`` (``image`` may be encoded bytes
+    or an (H,W,3) uint8 array; ``hand_rotmats``/``obj_pose`` may be None). Nothing appears
+    under ``path`` until the whole file is written (temporary name, then rename).
+
+    Args:
+        path: final file name. n_points: points per sample (P). precision: ``"compact"``
+        (uint16 points, float16 SDF) or ``"full"`` (float32). image_format: encoding for
+        array images. attrs: extra file attributes (JSON-serialisable).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        n_points: int = 40_000,
+        precision: str = "compact",
+        image_format: str = "png",
+        attrs: dict | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.path = Path(path)
+        self.n_points = int(n_points)
+        self.precision = precision
+        self.image_format = image_format
+        self.attrs = dict(attrs or {})
+        self._samples: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def add(self, sample: dict) -> None:
+        """Validate and buffer one sample (arrays are converted to their stored dtypes)."""
+        s = {
+            "sample_id": str(sample["sample_id"]),
+            "seq_id": str(sample.get("seq_id", "") or ""),
+        }
+        for k, (shape, dtype) in FIXED_FIELDS.items():
+            v = sample.get(k)
+            if v is None:
+                if k not in NAN_ALLOWED and k != "frame_idx":
+                    raise ValueError(f"{s['sample_id']}: missing {k}")
+                v = -1 if k == "frame_idx" else np.full(shape, np.nan)
+            a = np.asarray(v, dtype=dtype)
+            if a.shape != shape:
+                raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
+            s[k] = a
+        pts = np.asarray(sample["points"], dtype=np.float32)
+        sh = np.asarray(sample["sdf_hand"], dtype=np.float32)
+        so = np.asarray(sample["sdf_obj"], dtype=np.float32)
+        if pts.shape != (self.n_points, 3) or sh.shape != (self.n_points,) or so.shape != sh.shape:
+            raise ValueError(
+                f"{s['sample_id']}: points {pts.shape}, sdf {sh.shape}/{so.shape}; "
+                f"expected ({self.n_points},3)"
+            )
+        if self.precision == "compact":
+            pq = quantize_points(pts)
+            sdf = np.stack([sh, so], axis=1).astype(np.float16)
+        else:
+            pq = pts
+            sdf = np.stack([sh, so], axis=1)
+        cat = categories(sdf[:, 0], sdf[:, 1])
+        order = np.argsort(cat, kind="stable")
+        s["points"] = pq[order]
+        s["sdf"] = sdf[order]
+        s["counts"] = np.bincount(cat, minlength=4).astype(np.int32)
+        s["image"] = np.frombuffer(encode_image(sample["image"], self.image_format), np.uint8)
+        for k, dtype in MESH_FIELDS:
+            a = np.asarray(sample[k], dtype=dtype)
+            if a.ndim != 2 or a.shape[1] != 3:
+                raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected (n,3)")
+            s[k] = a
+        self._samples.append(s)
+
+    def close(self) -> dict:
+        """Write the shard (temporary name, then rename). Returns its manifest entry."""
+        import h5py
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        ss = self._samples
+        n = len(ss)
+        str_dt = h5py.string_dtype()
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["n_samples"] = n
+            f.attrs["n_points"] = self.n_points
+            f.attrs["precision"] = self.precision
+            f.attrs["attrs_json"] = json.dumps(self.attrs, sort_keys=True)
+            f.create_dataset("sample_id", data=[s["sample_id"] for s in ss], dtype=str_dt)
+            f.create_dataset("seq_id", data=[s["seq_id"] for s in ss], dtype=str_dt)
+            for k, (shape, dtype) in FIXED_FIELDS.items():
+                data = np.stack([s[k] for s in ss]) if n else np.zeros((0, *shape), dtype)
+                f.create_dataset(k, data=data)
+            pdt = np.uint16 if self.precision == "compact" else np.float32
+            sdt = np.float16 if self.precision == "compact" else np.float32
+            p = f.create_dataset("points", shape=(n, self.n_points, 3), dtype=pdt)
+            d = f.create_dataset("sdf", shape=(n, self.n_points, 2), dtype=sdt)
+            for i, s in enumerate(ss):  # one sample at a time: no second full copy in memory
+                p[i] = s["points"]
+                d[i] = s["sdf"]
+            f.create_dataset(
+                "counts", data=np.stack([s["counts"] for s in ss]) if n else np.zeros((0, 4))
+            )
+            img = f.create_dataset("image", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
+            for i, s in enumerate(ss):
+                img[i] = s["image"]
+            for k, dtype in MESH_FIELDS:
+                rows = [s[k] for s in ss]
+                ptr = np.zeros(n + 1, dtype=np.int64)
+                ptr[1:] = np.cumsum([len(r) for r in rows])
+                flat = np.concatenate(rows) if n else np.zeros((0, 3), dtype)
+                f.create_dataset(
+                    k,
+                    data=flat,
+                    chunks=(max(1, min(len(flat), 16384)), 3) if len(flat) else None,
+                    compression="gzip" if len(flat) else None,
+                    compression_opts=4 if len(flat) else None,
+                    shuffle=bool(len(flat)),
+                )
+                f.create_dataset(k + "_ptr", data=ptr)
+        digest = file_sha256(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, self.path)
+        self._samples = []
+        return {"file": self.path.name, "n_samples": n, "sha256": digest, "bytes": size}
+
+
+@dataclass
+class _Shard:
+    path: Path
+    n: int
+    h5: object = None
+    points: np.ndarray | None = None
+    sdf: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    pid: int = -1
+
+
+def _memmap(path: Path, dset) -> np.ndarray | None:
+    """Map a contiguous, uncompressed dataset straight from the file; None if impossible."""
+    if dset.chunks is not None or dset.compression is not None or dset.size == 0:
+        return None
+    off = dset.id.get_offset()
+    if off is None:
+        return None
+    return np.memmap(path, dtype=dset.dtype, mode="r", offset=off, shape=dset.shape)
+
+
+@dataclass
+class ShardSet:
+    """Read-only view over a directory of shards (indexes run across shards in name order).
+
+    Safe to pass to DataLoader worker processes: files are (re)opened lazily per process.
+    """
+
+    root: Path
+    _shards: list = field(default_factory=list, repr=False)
+    _starts: np.ndarray | None = field(default=None, repr=False)
+
+    def __init__(self, root: str | Path) -> None:
+        import h5py
+
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: no such directory")
+        manifest = self.root / MANIFEST
+        if manifest.is_file():
+            entries = json.loads(manifest.read_text())["shards"]
+            files = [(self.root / e["file"], int(e["n_samples"])) for e in entries]
+        else:
+            files = []
+            for p in sorted(self.root.glob(SHARD_GLOB)):
+                with h5py.File(p, "r") as f:
+                    files.append((p, int(f.attrs["n_samples"])))
+        self._shards = [_Shard(p, n) for p, n in files if n > 0]
+        self._starts = np.cumsum([0] + [s.n for s in self._shards])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "files": [(s.path, s.n) for s in self._shards]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.root = state["root"]
+        self._shards = [_Shard(p, n) for p, n in state["files"]]
+        self._starts = np.cumsum([0] + [s.n for s in self._shards])
+
+    def _locate(self, i: int) -> tuple[_Shard, int]:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample index {i} out of range for {n} samples")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        s = self._shards[k]
+        if s.pid != os.getpid():
+            import h5py
+
+            s.h5 = h5py.File(s.path, "r")
+            s.points = _memmap(s.path, s.h5["points"])
+            s.sdf = _memmap(s.path, s.h5["sdf"])
+            s.counts = s.h5["counts"][:]
+            s.pid = os.getpid()
+        return s, i - int(self._starts[k])
+
+    def close(self) -> None:
+        for s in self._shards:
+            if s.h5 is not None and s.pid == os.getpid():
+                s.h5.close()
+            s.h5, s.points, s.sdf, s.pid = None, None, None, -1
+
+    def __enter__(self) -> ShardSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sample_ids(self) -> list[str]:
+        """All sample ids in index order."""
+        import h5py
+
+        out = []
+        for s in self._shards:
+            with h5py.File(s.path, "r") as f:
+                out += [x.decode() if isinstance(x, bytes) else x for x in f["sample_id"][:]]
+        return out
+
+    def _point_arrays(self, s: _Shard, j: int) -> tuple[np.ndarray, np.ndarray]:
+        pts = s.points[j] if s.points is not None else s.h5["points"][j]
+        sdf = s.sdf[j] if s.sdf is not None else s.h5["sdf"][j]
+        return pts, sdf
+
+    @staticmethod
+    def _decode_points(pts: np.ndarray) -> np.ndarray:
+        return dequantize_points(pts) if pts.dtype == np.uint16 else np.asarray(pts, np.float32)
+
+    def __getitem__(self, i: int) -> dict:
+        """One sample as the dict of ``docs/contracts.md`` (numpy values)."""
+        return self.get(i)
+
+    def get(self, i: int, keys: tuple[str, ...] | None = None) -> dict:
+        """Like ``self[i]`` but only ``keys`` (e.g. skip the 40,000 points or the meshes)."""
+        s, j = self._locate(i)
+        f = s.h5
+        want = (lambda k: True) if keys is None else (lambda k: k in keys)
+        out: dict = {}
+        for k in ("sample_id", "seq_id"):
+            if want(k):
+                v = f[k][j]
+                out[k] = v.decode() if isinstance(v, bytes) else str(v)
+        for k in FIXED_FIELDS:
+            if want(k):
+                out[k] = f[k][j]
+        if "frame_idx" in out:
+            out["frame_idx"] = int(out["frame_idx"])
+        if want("image"):
+            out["image"] = decode_image(f["image"][j].tobytes())
+        if want("points") or want("sdf_hand") or want("sdf_obj"):
+            pts, sdf = self._point_arrays(s, j)
+            out["points"] = self._decode_points(pts)
+            out["sdf_hand"] = np.asarray(sdf[:, 0], dtype=np.float32)
+            out["sdf_obj"] = np.asarray(sdf[:, 1], dtype=np.float32)
+        for k, _ in MESH_FIELDS:
+            if want(k):
+                ptr = f[k + "_ptr"][j : j + 2]
+                out[k] = f[k][int(ptr[0]) : int(ptr[1])]
+        return out
+
+    def sample_sdf(
+        self,
+        i: int,
+        n_hand: int = 1000,
+        n_obj: int = 1000,
+        rng: np.random.Generator | None = None,
+    ) -> dict:
+        """A balanced random draw of sample i's points for training.
+
+        Returns points (n_hand+n_obj, 3) float32 (unit cube), sdf_hand and sdf_obj
+        (n_hand+n_obj,) float32 (unit-cube units). The first n_hand points are half inside,
+        half outside the hand; the rest half inside, half outside the object. Each half is
+        drawn without replacement when the category has enough points.
+        """
+        rng = rng if rng is not None else np.random.default_rng()
+        s, j = self._locate(i)
+        c = s.counts[j].astype(np.int64)
+        total = int(c.sum())
+        b = np.concatenate([[0], np.cumsum(c)])
+        # (start, length) of the four cyclic ranges: hand in, hand out, object in, object out
+        ranges = (
+            (0, int(b[2])),
+            (int(b[2]), total - int(b[2])),
+            (int(b[1]), int(c[1] + c[2])),
+            (int(b[3]), int(c[3] + c[0])),
+        )
+        sizes = (n_hand - n_hand // 2, n_hand // 2, n_obj - n_obj // 2, n_obj // 2)
+        idx = []
+        for (start, length), k in zip(ranges, sizes, strict=True):
+            if k == 0:
+                continue
+            if length == 0:
+                raise ValueError(f"sample {i}: a mesh has no points on one side")
+            r = rng.choice(length, size=k, replace=k > length)
+            idx.append((start + r) % total)
+        idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        pts, sdf = self._point_arrays(s, j)
+        p = self._decode_points(np.asarray(pts[idx]))
+        d = np.asarray(sdf[idx], dtype=np.float32)
+        return {"points": p, "sdf_hand": d[:, 0].copy(), "sdf_obj": d[:, 1].copy()}
+
+
+def write_manifest(root: str | Path, entries: list[dict], extra: dict) -> dict:
+    """Write ``manifest.json`` atomically: shard entries, totals, and ``extra`` (config,
+    code version, expected shard count, bad sample count)."""
+    m = {
+        "schema_version": SCHEMA_VERSION,
+        "n_samples": int(sum(e["n_samples"] for e in entries)),
+        "n_shards": len(entries),
+        **extra,
+        "shards": sorted(entries, key=lambda e: e["file"]),
+    }
+    atomic_write_text(Path(root) / MANIFEST, json.dumps(m, indent=1, sort_keys=True) + "\n")
+    return m
+
+
+def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) -> list[str]:
+    """Verify a shard set; returns a list of problems (empty when all is well).
+
+    Checks the manifest (present, schema version, complete), each shard's checksum, sample
+    count, datasets and shapes, finite values (NaN allowed only where the schema says
+    "unknown"), that stored categories agree with the SDF signs, the inside/outside quotas
+    per mesh (``min_per_side``, default from the manifest's config), duplicate sample ids
+    and left-over temporary files of interrupted runs.
+    """
+    import h5py
+
+    root = Path(root)
+    problems: list[str] = []
+    if not root.is_dir():
+        return [f"{root}: no such directory"]
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        return [f"{root}: no {MANIFEST}"]
+    try:
+        m = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        return [f"{MANIFEST}: unreadable ({e})"]
+    if m.get("schema_version") != SCHEMA_VERSION:
+        problems.append(
+            f"{MANIFEST}: schema version {m.get('schema_version')}, expected {SCHEMA_VERSION}"
+        )
+    expected = m.get("expected_shards")
+    if expected is not None and expected != len(m.get("shards", [])):
+        problems.append(f"incomplete: {len(m.get('shards', []))} of {expected} shards written")
+    if min_per_side is None:
+        min_per_side = int(m.get("config", {}).get("sampling", {}).get("min_per_side", 0))
+    listed = {e["file"] for e in m.get("shards", [])}
+    for p in sorted(root.glob(SHARD_GLOB)):
+        if p.name not in listed:
+            problems.append(f"{p.name}: not in {MANIFEST}")
+    for p in sorted(root.glob(".*.tmp-*")):
+        problems.append(f"{p.name}: temporary file of an interrupted run")
+    ids: dict[str, str] = {}
+    total = 0
+    for e in m.get("shards", []):
+        name = e["file"]
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        if file_sha256(path) != e.get("sha256"):
+            problems.append(f"{name}: checksum mismatch")
+            continue
+        try:
+            with h5py.File(path, "r") as f:
+                problems += _check_shard(name, f, e, min_per_side, ids, deep)
+                total += int(f.attrs["n_samples"])
+        except Exception as ex:  # a corrupt file can fail anywhere inside h5py
+            problems.append(f"{name}: unreadable ({type(ex).__name__}: {ex})")
+    if total != m.get("n_samples"):
+        problems.append(f"{MANIFEST}: n_samples {m.get('n_samples')}, shards hold {total}")
+    return problems
+
+
+def _check_shard(name, f, entry, min_per_side, ids, deep) -> list[str]:
+    out = []
+    if f.attrs.get("schema_version") != SCHEMA_VERSION:
+        out.append(f"{name}: schema version {f.attrs.get('schema_version')}")
+    n = int(f.attrs["n_samples"])
+    if n != entry["n_samples"]:
+        out.append(f"{name}: {n} samples, manifest says {entry['n_samples']}")
+    p = int(f.attrs["n_points"])
+    want = {k: (n, *shape) for k, (shape, _) in FIXED_FIELDS.items()}
+    want.update(
+        sample_id=(n,), seq_id=(n,), image=(n,), points=(n, p, 3), sdf=(n, p, 2), counts=(n, 4)
+    )
+    for k, _ in MESH_FIELDS:
+        want[k + "_ptr"] = (n + 1,)
+    for k, shape in want.items():
+        if k not in f:
+            out.append(f"{name}: dataset {k} missing")
+        elif f[k].shape != shape:
+            out.append(f"{name}: {k} has shape {f[k].shape}, expected {shape}")
+    if out:
+        return out
+    for sid in f["sample_id"][:]:
+        sid = sid.decode() if isinstance(sid, bytes) else str(sid)
+        if sid in ids:
+            out.append(f"{name}: sample id {sid} also in {ids[sid]}")
+        ids[sid] = name
+    for k in FIXED_FIELDS:
+        a = f[k][:]
+        if k not in NAN_ALLOWED and not np.isfinite(a).all():
+            out.append(f"{name}: non-finite values in {k}")
+    for k, _ in MESH_FIELDS:
+        ptr = f[k + "_ptr"][:]
+        if ptr[-1] != len(f[k]) or np.any(np.diff(ptr) <= 0):
+            out.append(f"{name}: bad row pointers for {k}")
+    if not deep:
+        return out
+    counts = f["counts"][:]
+    for j in range(n):
+        sdf = f["sdf"][j].astype(np.float32)
+        if not np.isfinite(sdf).all() or not np.isfinite(f["points"][j].astype(np.float32)).all():
+            out.append(f"{name}[{j}]: non-finite points or SDF")
+            continue
+        cat = categories(sdf[:, 0], sdf[:, 1])
+        if np.any(np.diff(cat) < 0) or not np.array_equal(np.bincount(cat, minlength=4), counts[j]):
+            out.append(f"{name}[{j}]: point categories disagree with SDF signs")
+        hi = counts[j, 0] + counts[j, 1]
+        oi = counts[j, 1] + counts[j, 2]
+        if min(hi, p - hi, oi, p - oi) < min_per_side:
+            out.append(
+                f"{name}[{j}]: hand in/out {hi}/{p - hi}, object in/out {oi}/{p - oi} "
+                f"(need {min_per_side} each)"
+            )
+        vs = f["obj_verts"]
+        ptr = f["obj_verts_ptr"][j : j + 2]
+        if not np.isfinite(vs[int(ptr[0]) : int(ptr[1])]).all():
+            out.append(f"{name}[{j}]: non-finite object vertices")
+    return out
