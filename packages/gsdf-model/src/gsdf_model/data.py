@@ -110,6 +110,16 @@ def _image_tensor(image: np.ndarray, K: np.ndarray, size: int) -> tuple[torch.Te
     return img, K
 
 
+_ITEM_KEYS = ("sample_id", "image", "K", "joints", "obj_center", "norm_offset", "norm_scale")
+
+
+def fetch_sample(shards, i: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Sample i, reading only `keys` when the shard set can (ShardSet.get skips the 40,000
+    points and the meshes)."""
+    get = getattr(shards, "get", None)
+    return get(i, keys=keys) if callable(get) else shards[i]
+
+
 def _sdf_points(shards, i: int, n_hand: int, n_obj: int, rng) -> tuple[np.ndarray, ...]:
     """Balanced SDF points of sample i: (points (N, 3), sdf_hand (N,), sdf_obj (N,)), unit cube."""
     out = shards.sample_sdf(i, n_hand, n_obj, rng)
@@ -195,14 +205,10 @@ class GSDFDataset(Dataset):
     def _frame_neighbours(self) -> list[tuple[int, int]]:
         """For each sample, the indices of the previous and next frame of its sequence
         (itself at a sequence end)."""
-        meta = getattr(self.shards, "frame_index", None)
-        if callable(meta):
-            pairs = list(meta())  # [(seq_id, frame_idx)] in sample order
-        else:
-            pairs = []
-            for i in range(len(self.shards)):
-                s = self.shards[i]
-                pairs.append((str(s["seq_id"]), int(s["frame_idx"])))
+        pairs = []
+        for i in range(len(self.shards)):
+            s = fetch_sample(self.shards, i, ("seq_id", "frame_idx"))
+            pairs.append((str(s["seq_id"]), int(s["frame_idx"])))
         seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for i, (seq, frame) in enumerate(pairs):
             seqs[str(seq)].append((int(frame), i))
@@ -216,7 +222,7 @@ class GSDFDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        s = self.shards[index]
+        s = fetch_sample(self.shards, index, _ITEM_KEYS)
         img, K = _image_tensor(s["image"], np.asarray(s["K"]), self.image_size)
         if self.video:
             prev_i, next_i = self._neighbours[index]
@@ -225,7 +231,7 @@ class GSDFDataset(Dataset):
                 if j == index:
                     frames.append(img)
                 else:
-                    other = self.shards[j]
+                    other = fetch_sample(self.shards, j, ("image", "K"))
                     frames.append(
                         _image_tensor(other["image"], np.asarray(other["K"]), self.image_size)[0]
                     )

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsdf_model.data import GSDFDataset, open_shards, to_device
+from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
 from gsdf_model.train import (
     UserError,
     load_checkpoint_file,
@@ -265,6 +265,17 @@ def reconstruct(
     return summary
 
 
+_GT_KEYS = (
+    "sample_id",
+    "joints",
+    "obj_center",
+    "hand_verts",
+    "hand_faces",
+    "obj_verts",
+    "obj_faces",
+)
+
+
 def export_gt(
     data: str | Path,
     out: str | Path,
@@ -290,7 +301,7 @@ def export_gt(
 
         indices = tqdm(indices, desc="export-gt", dynamic_ncols=True)
     for i in indices:
-        s = shards[i]
+        s = fetch_sample(shards, i, _GT_KEYS)
         if _done(out, s["sample_id"]):
             summary["skipped"] += 1
             continue
