@@ -123,8 +123,8 @@ def make_pair(
 
     return Pair(
         sample_id=sample_id,
-        hand=trimesh.Trimesh(np.asarray(hand_verts, np.float64), hand_faces, process=False),
-        obj=trimesh.Trimesh(np.asarray(obj_verts, np.float64), obj_faces, process=False),
+        hand_mesh=trimesh.Trimesh(np.asarray(hand_verts, np.float64), hand_faces, process=False),
+        obj_mesh=trimesh.Trimesh(np.asarray(obj_verts, np.float64), obj_faces, process=False),
         image=image,
         K=np.asarray(K, np.float32),
         joints=np.asarray(joints, np.float32),
@@ -134,3 +134,17 @@ def make_pair(
         seq_id=seq_id,
         frame_idx=int(frame_idx),
     )
+
+
+def reason_key(reason: str) -> str:
+    """Group key of a bad-sample reason: the text before its first colon (details such as
+    paths and numbers come after it)."""
+    return reason.split(":", 1)[0].strip()
+
+
+def drop_summary(reader_drops: DropCounter, bad: list[dict]) -> dict[str, int]:
+    """Reader-side drops merged with `prepare_pairs`' bad samples, counted by reason."""
+    out = Counter(reader_drops.counts)
+    for b in bad:
+        out[reason_key(str(b.get("reason", "unknown")))] += 1
+    return dict(sorted(out.items()))

@@ -159,7 +159,7 @@ class DexYCBTask:
             joints = np.asarray(label["joint_3d"], np.float64).reshape(21, 3)
             joints2d = np.asarray(label["joint_2d"], np.float64).reshape(21, 2)
         except (OSError, KeyError, ValueError) as e:
-            raise SampleError(f"unreadable label file in {d}: {e}") from e
+            raise SampleError(f"unreadable label file: {d}: {e}") from e
         if np.all(joints == -1) or np.all(joints2d == -1):
             raise SampleError("no hand annotation")
         img = cv2.imread(str(d / f"color_{self.frame:06d}.jpg"), cv2.IMREAD_COLOR)

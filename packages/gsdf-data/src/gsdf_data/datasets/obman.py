@@ -137,7 +137,7 @@ class ObManTask:
         try:
             meta = read_meta(self.meta_path)
         except (OSError, pickle.UnpicklingError, EOFError) as e:
-            raise SampleError(f"unreadable meta file {self.meta_path}: {e}") from e
+            raise SampleError(f"unreadable meta file: {self.meta_path}: {e}") from e
         if str(meta.get("side", "right")) != "right":
             raise SampleError("left hand")
         hand = self.hand.load()
@@ -145,8 +145,8 @@ class ObManTask:
         verts = to_camera(meta["verts_3d"])
         if int(faces.max()) >= len(verts):
             raise SampleError(
-                f"verts_3d has {len(verts)} vertices but the hand model's faces index "
-                f"{int(faces.max()) + 1}: pass the hand model the data was made with (--mano)"
+                f"hand model mismatch: verts_3d has {len(verts)} vertices, the hand model {int(faces.max()) + 1}; pass the "
+                "hand model the data was made with (--mano)"
             )
         joints = to_camera(meta["coords_3d"])
         obj_file = object_path(meta, self.shapenet_root)
@@ -159,7 +159,7 @@ class ObManTask:
         try:
             image = Path(self.rgb_path).read_bytes()
         except OSError as e:
-            raise SampleError(f"missing image {self.rgb_path}") from e
+            raise SampleError(f"missing image: {self.rgb_path}") from e
         seq_id = str(meta.get("seq_id", self.sample_id))
         return make_pair(
             sample_id=self.sample_id,
