@@ -1,0 +1,190 @@
+"""GSDFNet: stage handling (frozen pose branch), encode/query against forward, video
+mixing only in video presets, losses."""
+
+import pytest
+import torch
+
+from gsdf_model.config import get_preset
+from gsdf_model.describe import example_batch
+from gsdf_model.network import GSDFNet
+
+
+def identity_ik(keypoints):
+    return torch.eye(3, dtype=keypoints.dtype).expand(keypoints.shape[0], 16, 3, 3).clone()
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return GSDFNet(get_preset("tiny", **kw), ik=identity_ik)
+
+
+@pytest.mark.parametrize("strategy", ["single", "symmetric", "asymmetric"])
+def test_frozen_pose_gets_no_gradient_in_stage2(strategy):
+    net = tiny(backbone=strategy)
+    batch = example_batch(net.cfg, 2, 64)
+    net.train()
+    net.freeze_pose()
+    net.train()  # must not unfreeze BN
+    frozen = net.pose_modules()
+    assert ("backbones." + net.roles["hand"] in frozen) == (strategy != "single")
+    bn_before = {
+        k: v.clone()
+        for name, m in frozen.items()
+        for k, v in m.state_dict().items()
+        if "running" in k
+    }
+    out = net(batch, stage=2)
+    net.loss(batch, out, stage=2)["total"].backward()
+    frozen_ids = set()
+    for name, m in frozen.items():
+        assert not m.training, name
+        for pname, p in m.named_parameters():
+            frozen_ids.add(id(p))
+            assert not p.requires_grad and p.grad is None, f"{name}.{pname}"
+    bn_after = {
+        k: v for name, m in frozen.items() for k, v in m.state_dict().items() if "running" in k
+    }
+    for k in bn_before:
+        torch.testing.assert_close(bn_after[k], bn_before[k])
+    # everything else learns: decoders, visual encoder, object pose, SDF backbone
+    for name, p in net.named_parameters():
+        if id(p) not in frozen_ids:
+            assert p.grad is not None, name
+    for mod in (
+        net.hand_decoder,
+        net.obj_decoder,
+        net.visual,
+        net.obj_pose,
+        net.backbones[net.roles["sdf"]],
+    ):
+        assert sum(float(p.grad.abs().sum()) for p in mod.parameters()) > 0
+
+
+def test_stage1_trains_the_pose_branches():
+    net = tiny()
+    batch = example_batch(net.cfg, 2, 16)
+    out = net(batch, stage=1)
+    assert out["joints"].shape == (2, 21, 3) and out["obj_center"].shape == (2, 3)
+    loss = net.loss(batch, out, stage=1)
+    assert set(loss) >= {"total", "joints", "obj_center", "ordinal", "root_depth"}
+    loss["total"].backward()
+    for mod in (net.hand_pose, net.root_depth, net.obj_pose, net.backbones["hand"]):
+        assert all(p.grad is not None for p in mod.parameters())
+    assert all(p.grad is None for p in net.hand_decoder.parameters())
+
+
+def test_heatmap_depth_is_relative_to_the_given_wrist():
+    net = tiny().eval()
+    batch = example_batch(net.cfg, 1, 16)
+    with torch.no_grad():
+        a = net(batch, stage=1)
+        moved = dict(batch, joints=batch["joints"] + torch.tensor([0.0, 0.0, 0.1]))
+        b = net(moved, stage=1)
+    torch.testing.assert_close(b["joints"][..., 2], a["joints"][..., 2] + 0.1)
+
+
+def test_encode_query_match_forward_and_chunking():
+    net = tiny().eval()
+    batch = example_batch(net.cfg, 2, 100)
+    with torch.no_grad():
+        out = net(batch, stage=2)
+        state = net.encode(batch["image"], batch["K"], wrist=batch["joints"][:, 0])
+        h, o = net.query(state, batch["points"])
+        hc, oc = net.query(state, batch["points"], chunk=33)
+    torch.testing.assert_close(h, out["sdf_hand"])
+    torch.testing.assert_close(o, out["sdf_obj"])
+    torch.testing.assert_close(hc, h)
+    torch.testing.assert_close(oc, o)
+    # metres = network units · 2 / recon_scale
+    torch.testing.assert_close(out["sdf_hand"], out["sdf_hand_net"] * 2 / net.cfg.recon_scale)
+
+
+def test_predicted_wrist_path():
+    net = tiny().eval()
+    batch = example_batch(net.cfg, 2, 10)
+    with torch.no_grad():
+        state = net.encode(batch["image"], batch["K"], wrist=None)
+        out = net(batch, stage=2, gt_wrist=False)
+    torch.testing.assert_close(state.wrist, state.joints[:, 0])
+    torch.testing.assert_close(out["wrist"], state.wrist)
+    # the heatmap depth range sits around the regressed wrist depth
+    assert (
+        state.joints[..., 2] - out["root_depth"][:, None]
+    ).abs().max() <= net.cfg.depth_extent + 1e-5
+
+
+def test_uint8_and_float_images_agree():
+    net = tiny().eval()
+    batch = example_batch(net.cfg, 1, 10)
+    img8 = (batch["image"] * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        a = net.encode(img8, batch["K"], batch["joints"][:, 0]).visual
+        b = net.encode(img8.float() / 255, batch["K"], batch["joints"][:, 0]).visual
+    torch.testing.assert_close(a, b)
+
+
+def _sdf_after_changing_first_frame(net):
+    batch = example_batch(get_preset("tiny", visual="v4", n_frames=3), 1, 50)
+    net.eval()
+    with torch.no_grad():
+        a = net(batch, stage=2)["sdf_obj"]
+        clip = batch["image"].clone()
+        clip[:, 0] = torch.rand_like(clip[:, 0])  # a different frame t−1
+        b = net(dict(batch, image=clip), stage=2)["sdf_obj"]
+    return (a - b).abs().max()
+
+
+def test_video_preset_mixes_frames():
+    assert _sdf_after_changing_first_frame(tiny(visual="v4", n_frames=3)) > 1e-6
+
+
+@pytest.mark.parametrize("visual", ["v1", "v2", "v3"])
+def test_image_presets_ignore_other_frames(visual):
+    assert _sdf_after_changing_first_frame(tiny(visual=visual)) == 0
+
+
+def test_video_preset_needs_frames():
+    net = tiny(visual="v4", n_frames=3)
+    batch = example_batch(get_preset("tiny"), 1, 10)
+    with pytest.raises(ValueError, match="needs 3 frames"):
+        net(batch, stage=2)
+
+
+def test_losses_are_zero_for_perfect_predictions():
+    cfg = get_preset("tiny")
+    net = tiny()
+    batch = example_batch(cfg, 2, 20)
+    batch["sdf_hand"] = batch["sdf_hand"].clamp(-0.01, 0.01)
+    batch["sdf_obj"] = batch["sdf_obj"].clamp(-0.01, 0.01)
+    s = cfg.recon_scale / 2
+    perfect = {
+        "joints": batch["joints"],
+        "obj_center": batch["obj_center"],
+        "root_depth": batch["joints"][:, 0, 2],
+        "sdf_hand_net": batch["sdf_hand"] * s,
+        "sdf_obj_net": batch["sdf_obj"] * s,
+    }
+    for stage in (1, 2):
+        for k, v in net.loss(batch, perfect, stage).items():
+            assert float(v) == pytest.approx(0.0, abs=1e-7), (stage, k)
+    # clamping: a prediction beyond the clamp on the right side costs nothing
+    far = dict(perfect, sdf_hand_net=torch.full_like(batch["sdf_hand"], 1.0))
+    batch_far = dict(batch, sdf_hand=torch.full_like(batch["sdf_hand"], 0.2))
+    assert float(net.loss(batch_far, far, 2)["hand_sdf"]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_real_ik_drives_the_joint_frames():
+    hand = pytest.importorskip("gsdf_data.hand")
+    if not hasattr(hand, "load_hand"):
+        pytest.skip("gsdf_data.hand.load_hand not available yet")
+    torch.manual_seed(0)
+    net = GSDFNet(get_preset("tiny")).eval()  # the hand module's IK
+    batch = example_batch(net.cfg, 1, 20)
+    with torch.no_grad():
+        state = net.encode(batch["image"], batch["K"], batch["joints"][:, 0])
+        h, o = net.query(state, batch["points"])
+    R = state.rotmats
+    torch.testing.assert_close(
+        R @ R.transpose(-1, -2), torch.eye(3).expand_as(R), atol=1e-5, rtol=0
+    )
+    assert torch.isfinite(h).all() and torch.isfinite(o).all()
