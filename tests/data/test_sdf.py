@@ -1,0 +1,151 @@
+"""Signed distances against analytic SDFs, a brute-force reference and known insides."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from gsdf_data.sdf import MeshSDF, brute_force_distance, signed_distance, winding_number
+
+
+def _box_sdf(p, half):
+    q = np.abs(p) - half
+    return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+
+
+def _capsule_sdf(p, radius, height):
+    # trimesh's capsule: axis z, centre at the origin, cylinder part of length `height`
+    z = np.clip(p[:, 2], -height / 2, height / 2)
+    return np.linalg.norm(p - np.stack([0 * z, 0 * z, z], axis=1), axis=1) - radius
+
+
+def _tessellation_gap(mesh, analytic):
+    """Largest distance of the (inscribed) mesh surface below the analytic surface."""
+    w = np.array(
+        [
+            (a, b, 1 - a - b)
+            for a in np.linspace(0, 1, 9)
+            for b in np.linspace(0, 1, 9)
+            if a + b <= 1
+        ]
+    )
+    pts = np.einsum("kj,fjd->fkd", w, mesh.triangles).reshape(-1, 3)
+    return float(-analytic(pts).min())
+
+
+def _queries(rng, n, scale):
+    return rng.uniform(-scale, scale, (n, 3))
+
+
+def test_box_matches_analytic_sdf():
+    mesh = trimesh.creation.box((1.0, 0.6, 0.4))
+    p = _queries(np.random.default_rng(0), 3000, 0.9)
+    sd = signed_distance(mesh, p)
+    np.testing.assert_allclose(sd, _box_sdf(p, np.array([0.5, 0.3, 0.2])), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "capsule"])
+def test_curved_shapes_within_tessellation_bounds_and_exact_vs_brute_force(shape):
+    if shape == "sphere":
+        mesh = trimesh.creation.icosphere(4, radius=0.5)
+
+        def analytic(x):
+            return np.linalg.norm(x, axis=1) - 0.5
+    else:
+        mesh = trimesh.creation.capsule(height=0.6, radius=0.25, count=[32, 32])
+
+        def analytic(x):
+            return _capsule_sdf(x, 0.25, 0.6)
+
+    gap = _tessellation_gap(mesh, analytic)
+    assert 0 < gap < 5e-3
+    p = _queries(np.random.default_rng(1), 600, 0.8)
+    sd = signed_distance(mesh, p)
+    a = analytic(p)
+    # inscribed polyhedron: its SDF lies between the analytic SDF and that plus the gap
+    assert np.all(sd >= a - 1e-5)
+    assert np.all(sd <= a + gap + 1e-5)
+    # and it is the exact distance to the triangles
+    np.testing.assert_allclose(
+        np.abs(sd), brute_force_distance(mesh.vertices, mesh.faces, p), atol=1e-5
+    )
+
+
+def _closed_meshes():
+    box = trimesh.creation.box((1, 1, 1))
+    ball = trimesh.creation.icosphere(3, radius=0.65)
+    rod = trimesh.creation.cylinder(0.25, 3)
+    holed = trimesh.boolean.difference(
+        [trimesh.boolean.intersection([box, ball], engine="manifold"), rod], engine="manifold"
+    )
+    torus = trimesh.creation.torus(0.5, 0.15)
+    return {"holed-rounded-box": holed, "torus": torus}
+
+
+@pytest.mark.parametrize("sign", ["vote", "parity", "pseudonormal"])
+def test_sign_matches_winding_number_on_closed_meshes(sign):
+    rng = np.random.default_rng(2)
+    for name, mesh in _closed_meshes().items():
+        assert mesh.is_watertight, name
+        near = mesh.sample(800, seed=3) + rng.normal(0, 0.02, (800, 3))
+        p = np.concatenate([near, _queries(rng, 400, 0.8)])
+        inside_ref = winding_number(mesh.vertices, mesh.faces, p) > 0.5
+        assert 100 < inside_ref.sum() < len(p) - 100
+        ins = MeshSDF.from_mesh(mesh, sign=sign).inside(p)
+        assert (ins != inside_ref).sum() == 0, name
+
+
+def test_winding_number_reference_is_exact_on_a_box():
+    mesh = trimesh.creation.box((1, 1, 1))
+    p = _queries(np.random.default_rng(4), 500, 0.9)
+    w = winding_number(mesh.vertices, mesh.faces, p)
+    np.testing.assert_allclose(w, np.all(np.abs(p) < 0.5, axis=1).astype(float), atol=1e-9)
+
+
+def test_open_box_keeps_sign_deep_inside():
+    box = trimesh.creation.box((1, 1, 1))
+    open_box = trimesh.Trimesh(box.vertices, box.faces[box.triangles_center[:, 2] < 0.49])
+    assert not open_box.is_watertight
+    rng = np.random.default_rng(5)
+    inside = rng.uniform(-0.35, 0.35, (2000, 3))
+    outside = rng.uniform(-1, 1, (6000, 3))
+    outside = outside[np.abs(outside).max(axis=1) > 0.6][:2000]
+    p = np.concatenate([inside, outside])
+    truth = np.arange(len(p)) < len(inside)
+    sd = signed_distance(open_box, p)
+    assert ((sd < 0) != truth).sum() == 0
+    # distances stay exact to the open mesh
+    np.testing.assert_allclose(
+        np.abs(sd[::20]),
+        brute_force_distance(open_box.vertices, open_box.faces, p[::20]),
+        atol=1e-5,
+    )
+    # a single ray is not enough: it leaves through the hole for part of the inside
+    one_ray = MeshSDF.from_mesh(open_box, sign="parity").inside(p)
+    assert (one_ray != truth).sum() > 0
+
+
+def test_procedural_hand_sign_against_winding_number():
+    hand_mod = pytest.importorskip("gsdf_data.hand")
+    if not hasattr(hand_mod, "load_hand"):
+        pytest.skip("gsdf_data.hand.load_hand is not available")
+    hand = hand_mod.load_hand(None)
+    import torch
+
+    out = hand(global_orient=torch.zeros(1, 3), finger_pose=torch.zeros(1, 45))
+    verts = out.vertices[0].detach().cpu().numpy().astype(np.float64)
+    faces = np.asarray(hand.faces)
+    mesh = trimesh.Trimesh(verts, faces, process=False)
+    rng = np.random.default_rng(6)
+    p = mesh.sample(600, seed=7) + rng.normal(0, 0.003, (600, 3))
+    ref = winding_number(verts, faces, p) > 0.5
+    ins = MeshSDF(verts, faces).inside(p)
+    assert ref.sum() > 50
+    assert (ins != ref).mean() < 0.005
+
+
+def test_unknown_backend_and_bad_rays_are_rejected():
+    mesh = trimesh.creation.box()
+    with pytest.raises(ValueError, match="backend"):
+        signed_distance(mesh, np.zeros((1, 3)), backend="nope")
+    with pytest.raises(ValueError, match="odd"):
+        MeshSDF.from_mesh(mesh, n_rays=4)

@@ -1,0 +1,206 @@
+"""Shard schema round trip, balanced subsampling, manifest and check."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gsdf_data.shards import (
+    ShardSet,
+    ShardWriter,
+    categories,
+    check,
+    dequantize_points,
+    quantize_points,
+    write_manifest,
+)
+
+P = 3000
+
+
+def _sample(i, rng, n_points=P):
+    pts = rng.uniform(-1, 1, (n_points, 3)).astype(np.float32)
+    sh = (np.linalg.norm(pts - [0.3, 0, 0], axis=1) - 0.4).astype(np.float32)
+    so = (np.linalg.norm(pts + [0.3, 0, 0], axis=1) - 0.5).astype(np.float32)
+    img = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    return {
+        "sample_id": f"id{i}",
+        "seq_id": f"seq{i // 2}",
+        "frame_idx": i,
+        "image": img,
+        "K": np.eye(3) * (i + 1),
+        "joints": rng.normal(size=(21, 3)),
+        "hand_rotmats": None if i % 2 else np.tile(np.eye(3), (16, 1, 1)),
+        "obj_center": rng.normal(size=3),
+        "obj_pose": np.eye(4),
+        "norm_offset": rng.normal(size=3),
+        "norm_scale": 0.2 + i,
+        "points": pts,
+        "sdf_hand": sh,
+        "sdf_obj": so,
+        "hand_verts": rng.normal(size=(10 + i, 3)),
+        "hand_faces": rng.integers(0, 10, (7 + i, 3)),
+        "obj_verts": rng.normal(size=(5 + 2 * i, 3)),
+        "obj_faces": rng.integers(0, 5, (3 + i, 3)),
+    }
+
+
+def _write(tmp_path, samples, precision, per_shard=2):
+    entries = []
+    for s0 in range(0, len(samples), per_shard):
+        w = ShardWriter(
+            tmp_path / f"shard-{s0 // per_shard:05d}.h5", n_points=P, precision=precision
+        )
+        for s in samples[s0 : s0 + per_shard]:
+            w.add(s)
+        entries.append(w.close())
+    write_manifest(tmp_path, entries, {"expected_shards": len(entries), "config": {}})
+    return entries
+
+
+def _stored_order(s):
+    cat = categories(s["sdf_hand"], s["sdf_obj"])
+    return np.argsort(cat, kind="stable")
+
+
+def test_full_precision_round_trip_is_identical(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = [_sample(i, rng) for i in range(5)]
+    _write(tmp_path, samples, "full")
+    ss = ShardSet(tmp_path)
+    assert len(ss) == 5
+    for i, s in enumerate(samples):
+        got = ss[i]
+        o = _stored_order(s)
+        np.testing.assert_array_equal(got["points"], s["points"][o])
+        np.testing.assert_array_equal(got["sdf_hand"], s["sdf_hand"][o])
+        np.testing.assert_array_equal(got["sdf_obj"], s["sdf_obj"][o])
+        np.testing.assert_array_equal(got["image"], s["image"])
+        for k in ("K", "joints", "obj_center", "obj_pose", "norm_offset"):
+            np.testing.assert_array_equal(got[k], np.asarray(s[k], np.float32))
+        assert got["norm_scale"] == np.float32(s["norm_scale"])
+        if s["hand_rotmats"] is None:
+            assert np.isnan(got["hand_rotmats"]).all()
+        else:
+            np.testing.assert_array_equal(got["hand_rotmats"], s["hand_rotmats"])
+        for k in ("hand_verts", "obj_verts"):
+            np.testing.assert_array_equal(got[k], np.asarray(s[k], np.float32))
+        for k in ("hand_faces", "obj_faces"):
+            np.testing.assert_array_equal(got[k], s[k])
+            assert got[k].dtype == np.int32
+        assert (got["sample_id"], got["seq_id"], got["frame_idx"]) == (
+            s["sample_id"],
+            s["seq_id"],
+            i,
+        )
+    assert ss.sample_ids() == [s["sample_id"] for s in samples]
+    assert check(tmp_path) == []
+
+
+def test_compact_round_trip_error_bounds_and_idempotence(tmp_path):
+    rng = np.random.default_rng(1)
+    samples = [_sample(i, rng) for i in range(3)]
+    _write(tmp_path / "a", samples, "compact")
+    ss = ShardSet(tmp_path / "a")
+    back = []
+    for i, s in enumerate(samples):
+        got = ss[i]
+        o = _stored_order(s)
+        assert np.abs(got["points"] - s["points"][o]).max() <= 1.0 / 65535 + 1e-7
+        err = np.abs(got["sdf_hand"] - s["sdf_hand"][o])
+        assert np.all(err <= np.abs(s["sdf_hand"][o]) * 2**-11 + 1e-7)
+        assert np.array_equal(got["sdf_hand"] < 0, s["sdf_hand"][o] < 0)
+        back.append({**s, **{k: got[k] for k in ("points", "sdf_hand", "sdf_obj")}})
+    # writing what was read gives the same stored values
+    _write(tmp_path / "b", back, "compact")
+    ss2 = ShardSet(tmp_path / "b")
+    for i in range(3):
+        for k in ("points", "sdf_hand", "sdf_obj"):
+            np.testing.assert_array_equal(ss2[i][k], ss[i][k])
+
+
+def test_quantization_is_exact_on_grid():
+    q = np.array([[0, 1, 65535], [32767, 32768, 12345]], dtype=np.uint16)
+    np.testing.assert_array_equal(quantize_points(dequantize_points(q)), q)
+
+
+def test_sample_sdf_is_balanced(tmp_path):
+    rng = np.random.default_rng(2)
+    _write(tmp_path, [_sample(i, rng) for i in range(2)], "compact")
+    ss = ShardSet(tmp_path)
+    full = ss[1]
+    r = ss.sample_sdf(1, 200, 100, np.random.default_rng(0))
+    assert r["points"].shape == (300, 3)
+    assert (r["sdf_hand"][:100] < 0).all() and (r["sdf_hand"][100:200] >= 0).all()
+    assert (r["sdf_obj"][200:250] < 0).all() and (r["sdf_obj"][250:] >= 0).all()
+    # every drawn point is one of the sample's points, with its SDFs
+    key = {
+        tuple(p): (a, b)
+        for p, a, b in zip(
+            map(tuple, full["points"]), full["sdf_hand"], full["sdf_obj"], strict=True
+        )
+    }
+    for p, a, b in zip(map(tuple, r["points"]), r["sdf_hand"], r["sdf_obj"], strict=True):
+        assert key[p] == (a, b)
+    # without replacement inside a category
+    assert len({tuple(p) for p in r["points"][:100]}) == 100
+    # deterministic for a given generator
+    r2 = ss.sample_sdf(1, 200, 100, np.random.default_rng(0))
+    np.testing.assert_array_equal(r["points"], r2["points"])
+
+
+def test_corrupt_byte_fails_check(tmp_path):
+    rng = np.random.default_rng(3)
+    entries = _write(tmp_path, [_sample(i, rng) for i in range(4)], "compact")
+    assert check(tmp_path) == []
+    path = tmp_path / entries[1]["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    problems = check(tmp_path)
+    assert any("checksum" in p for p in problems)
+
+
+def test_check_finds_missing_and_inconsistent(tmp_path):
+    rng = np.random.default_rng(4)
+    entries = _write(tmp_path, [_sample(i, rng) for i in range(4)], "compact")
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["expected_shards"] = 3
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert any("incomplete" in p for p in check(tmp_path))
+    (tmp_path / entries[0]["file"]).unlink()
+    assert any("missing" in p for p in check(tmp_path))
+    (tmp_path / ".shard-00009.h5.tmp-1").write_bytes(b"x")
+    assert any("interrupted" in p for p in check(tmp_path))
+    assert check(tmp_path / "nope") != []
+
+
+def test_check_enforces_sign_quota(tmp_path):
+    rng = np.random.default_rng(5)
+    _write(tmp_path, [_sample(0, rng)], "compact")
+    assert check(tmp_path, min_per_side=10) == []
+    assert any("need" in p for p in check(tmp_path, min_per_side=P))
+
+
+def test_writer_rejects_bad_shapes(tmp_path):
+    rng = np.random.default_rng(6)
+    s = _sample(0, rng)
+    w = ShardWriter(tmp_path / "x.h5", n_points=P + 1)
+    with pytest.raises(ValueError, match="points"):
+        w.add(s)
+    w = ShardWriter(tmp_path / "x.h5", n_points=P)
+    with pytest.raises(ValueError, match="joints"):
+        w.add({**s, "joints": np.zeros((20, 3))})
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_shardset_pickles_for_worker_processes(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(7)
+    _write(tmp_path, [_sample(i, rng) for i in range(3)], "compact")
+    ss = ShardSet(tmp_path)
+    a = ss[2]["points"]
+    ss2 = pickle.loads(pickle.dumps(ss))
+    np.testing.assert_array_equal(ss2[2]["points"], a)
+    assert set(ss.get(2, keys=("K",))) == {"K"}
