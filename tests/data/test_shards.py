@@ -20,8 +20,8 @@ P = 3000
 
 def _sample(i, rng, n_points=P):
     pts = rng.uniform(-1, 1, (n_points, 3)).astype(np.float32)
-    sh = (np.linalg.norm(pts - [0.3, 0, 0], axis=1) - 0.4).astype(np.float32)
-    so = (np.linalg.norm(pts + [0.3, 0, 0], axis=1) - 0.5).astype(np.float32)
+    sh = (np.linalg.norm(pts - np.array([0.3, 0, 0]), axis=1) - 0.4).astype(np.float32)
+    so = (np.linalg.norm(pts - np.array([-0.3, 0, 0]), axis=1) - 0.5).astype(np.float32)
     img = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
     return {
         "sample_id": f"id{i}",
