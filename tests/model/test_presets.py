@@ -1,0 +1,107 @@
+"""Every preset builds and produces the documented shapes; presets differ only where the
+paper's ablation says; configs round-trip through dicts (checkpoints)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from gsdf_model.config import PRESETS, ModelConfig, get_preset
+from gsdf_model.describe import example_batch, parameter_counts
+from gsdf_model.network import GSDFNet
+
+
+def identity_ik(keypoints):
+    return torch.eye(3, dtype=keypoints.dtype).expand(keypoints.shape[0], 16, 3, 3).clone()
+
+
+EXPECTED = {"obman", "dexycb", "dexycb-video", "tiny"} | {
+    *"k1 k2 k3 ko1 ko2 ko3 v1 v2 v3 v4 single symmetric asymmetric".split()
+}
+
+
+def test_registry():
+    assert set(PRESETS) == EXPECTED
+    assert get_preset("obman").recon_scale == 7.0
+    assert get_preset("dexycb").recon_scale == 6.2
+    assert get_preset("obman").clamp == 0.05
+    assert get_preset("dexycb-video").n_frames == 3 and get_preset("dexycb-video").visual == "v4"
+    with pytest.raises(KeyError, match="unknown preset"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="visual v4 needs n_frames"):
+        get_preset("tiny", visual="v4")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_preset("obman").clamp = 0.1
+
+
+def _diff(a: ModelConfig, b: ModelConfig) -> set[str]:
+    return {f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)}
+
+
+def test_ablations_change_only_their_factor():
+    base = get_preset("dexycb")
+    for k in ("k1", "k2", "k3"):
+        assert _diff(get_preset(k), base) <= {"name", "hand_kinematics"}
+    for k in ("ko1", "ko2", "ko3"):
+        assert _diff(get_preset(k), base) <= {"name", "obj_kinematics"}
+    for k in ("v1", "v2", "v3"):
+        assert _diff(get_preset(k), base) <= {"name", "visual"}
+    assert _diff(get_preset("v4"), base) == {"name", "visual", "n_frames"}
+    for k in ("single", "symmetric", "asymmetric"):
+        assert _diff(get_preset(k), base) <= {"name", "backbone"}
+    # the paper's defaults: K3, Ko3, V1, asymmetric
+    assert (base.hand_kinematics, base.obj_kinematics, base.visual, base.backbone) == (
+        "k3",
+        "ko3",
+        "v1",
+        "asymmetric",
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_round_trip(name):
+    cfg = get_preset(name)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shapes(name):
+    cfg = get_preset(name)
+    torch.manual_seed(0)
+    net = GSDFNet(cfg, ik=identity_ik).eval()
+    n = 24
+    batch = example_batch(cfg, 1, n)
+    if cfg.n_frames > 1:
+        assert batch["image"].shape == (1, cfg.n_frames, 3, 256, 256)
+    with torch.no_grad():
+        out = net(batch, stage=2)
+    assert out["joints"].shape == (1, 21, 3)
+    assert out["obj_center"].shape == (1, 3)
+    assert out["sdf_hand"].shape == (1, n) and out["sdf_obj"].shape == (1, n)
+    assert torch.isfinite(out["sdf_hand"]).all() and torch.isfinite(out["sdf_obj"]).all()
+    # decoder inputs: e_v (sdf_latent) + e_h / e_o of the paper's sizes
+    dims = {"k1": 3, "k2": 6, "k3": 51, "ko1": 3, "ko2": 6, "ko3": 72}
+    first_h = net.hand_decoder.layers[0]
+    first_o = net.obj_decoder.layers[0]
+    assert first_h.in_features == cfg.sdf_latent + dims[cfg.hand_kinematics]
+    assert first_o.in_features == cfg.sdf_latent + dims[cfg.obj_kinematics]
+    # heatmaps 64³ at full size
+    if name != "tiny":
+        assert net.hand_pose.size == 64 and net.hand_pose.n_points == 21
+    counts = parameter_counts(net)
+    n_backbones = {"single": 1, "symmetric": 2, "asymmetric": 2}[cfg.backbone]
+    assert len([k for k in counts if k.startswith("backbone.")]) == n_backbones
+    if name != "tiny":
+        for k, v in counts.items():
+            if k.startswith("backbone."):
+                assert v == 11_176_512
+
+
+def test_transformer_sizes():
+    """V3: 8 spatial layers; V4 (and dexycb-video): 8 spatial + 8 temporal, 4 heads, width 256."""
+    v3 = GSDFNet(get_preset("v3"), ik=identity_ik).visual.transformer
+    v4 = GSDFNet(get_preset("dexycb-video"), ik=identity_ik).visual.transformer
+    assert len(v3.spatial) == 8 and len(v3.temporal) == 0
+    assert len(v4.spatial) + len(v4.temporal) == 16
+    assert v4.spatial[0].attn.heads == 4 and v4.norm.normalized_shape == (256,)
+    assert GSDFNet(get_preset("v1"), ik=identity_ik).visual.transformer is None
