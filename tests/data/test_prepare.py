@@ -1,0 +1,189 @@
+"""prepare_pairs: bad samples, strict mode, k/n sharding, processes, Dask, resume after kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import trimesh
+
+from gsdf_data.prepare import BadSampleError, Pair, PrepareConfig, prepare_pairs
+from gsdf_data.sampling import SamplingConfig
+from gsdf_data.shards import ShardSet, check
+
+CFG = PrepareConfig(sampling=SamplingConfig(n=2000, min_per_side=50), shard_size=2)
+
+
+def make_pair(i: int) -> Pair:
+    hand = trimesh.creation.capsule(height=0.08, radius=0.012, count=[12, 12])
+    hand.apply_translation([0.0, 0.0, 0.5])
+    obj = trimesh.creation.box((0.06, 0.05, 0.04))
+    obj.apply_translation([0.03 + 0.002 * i, 0.0, 0.5])
+    img = np.full((16, 16, 3), 10 * i, dtype=np.uint8)
+    joints = np.linspace([0, 0, 0.45], [0, 0, 0.55], 21)
+    return Pair(
+        f"p{i}", hand, obj, img, np.diag([500.0, 500.0, 1.0]), joints, seq_id="s", frame_idx=i
+    )
+
+
+def _arrays(d):
+    ss = ShardSet(d)
+    return [ss[i] for i in range(len(ss))]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], np.ndarray):
+                np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+            else:
+                assert x[k] == y[k], k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    prepare_pairs([make_pair(i) for i in range(5)], d, CFG, progress=False)
+    return d
+
+
+def test_outputs_manifest_and_check(reference):
+    assert check(reference) == []
+    m = json.loads((reference / "manifest.json").read_text())
+    assert m["n_samples"] == 5 and m["n_shards"] == 3 and m["expected_shards"] == 3
+    assert m["config"]["sampling"]["n"] == 2000
+    ss = ShardSet(reference)
+    assert [ss[i]["sample_id"] for i in range(5)] == [f"p{i}" for i in range(5)]
+    s = ss[2]
+    # unit-cube points map back to the camera frame, where the SDF is the mesh's
+    pair = make_pair(2)
+    cam = s["points"].astype(np.float64) * s["norm_scale"] + s["norm_offset"]
+    from gsdf_data.sdf import signed_distance
+
+    ref = signed_distance(pair.obj_mesh, cam[:300]) / s["norm_scale"]
+    np.testing.assert_allclose(s["sdf_obj"][:300], ref, atol=2e-4, rtol=2e-3)
+    hi = (s["sdf_hand"] < 0).sum()
+    assert 50 <= hi <= 1950
+
+
+def test_bad_samples_reported_and_strict(tmp_path):
+    good = [make_pair(i) for i in range(3)]
+    empty = make_pair(3)
+    empty.obj_mesh = trimesh.Trimesh()
+    nan = make_pair(4)
+    nan.joints = np.full((21, 3), np.nan)
+    sheet = make_pair(5)
+    s = trimesh.creation.icosphere(2, radius=0.05)
+    sheet.obj_mesh = trimesh.Trimesh(s.vertices, s.faces[s.triangles_center[:, 2] < 0])
+    tasks = [*good, empty, nan, sheet]
+    rep = prepare_pairs(tasks, tmp_path / "a", CFG, progress=False)
+    assert rep.n_written == 3
+    bad = json.loads((tmp_path / "a" / "bad_samples.json").read_text())
+    reasons = {b["sample_id"]: b["reason"] for b in bad}
+    assert set(reasons) == {"p3", "p4", "p5"}
+    assert "empty" in reasons["p3"]
+    assert "non-finite" in reasons["p4"]
+    assert "double-sided" in reasons["p5"]
+    assert check(tmp_path / "a") == []
+    with pytest.raises(BadSampleError, match="p3"):
+        prepare_pairs(tasks, tmp_path / "b", CFG, strict=True, progress=False)
+
+
+def test_shard_k_of_n_and_processes_match_reference(tmp_path, reference):
+    tasks = [make_pair(i) for i in range(5)]
+    d = tmp_path / "kn"
+    r0 = prepare_pairs(tasks, d, CFG, shard="1/2", progress=False)
+    assert r0.shards_written == ["shard-00001.h5"]
+    assert check(d) != []  # incomplete until the other job ran
+    r1 = prepare_pairs(tasks, d, CFG, shard=(0, 2), jobs=2, progress=False)
+    assert r1.shards_written == ["shard-00000.h5", "shard-00002.h5"]
+    assert check(d) == []
+    _same(_arrays(d), _arrays(reference))
+
+
+def test_dask_backend_matches_reference(tmp_path, reference):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        tasks = [make_pair(i) for i in range(5)]
+        prepare_pairs(
+            tasks,
+            tmp_path,
+            CFG,
+            backend="dask",
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert check(tmp_path) == []
+    _same(_arrays(tmp_path), _arrays(reference))
+
+
+def test_other_config_is_refused(tmp_path, reference):
+    import shutil
+
+    d = tmp_path / "x"
+    shutil.copytree(reference, d)
+    with pytest.raises(ValueError, match="another configuration"):
+        prepare_pairs([make_pair(i) for i in range(5)], d, PrepareConfig(), progress=False)
+
+
+SCRIPT = """
+import sys, time
+sys.setrecursionlimit(10000)
+from importlib.machinery import SourceFileLoader
+mod = SourceFileLoader("prep_mod", {test_file!r}).load_module()
+from gsdf_data.prepare import prepare_pairs
+
+class Slow:
+    def __init__(self, i):
+        self.sample_id = f"p{{i}}"
+        self.i = i
+    def load(self):
+        time.sleep({delay})
+        return mod.make_pair(self.i)
+
+prepare_pairs([Slow(i) for i in range(7)], sys.argv[1], mod.CFG, progress=False)
+"""
+
+
+def _script(tmp_path, delay):
+    path = tmp_path / f"run_{delay}.py"
+    path.write_text(textwrap.dedent(SCRIPT.format(test_file=__file__, delay=delay)))
+    return path
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(_script(tmp_path, 0.4)), str(killed)], env=env)
+    try:
+        deadline = time.time() + 120
+        while not (killed / "shard-00001.json").exists():
+            assert proc.poll() is None, "run ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "shard-00003.h5").exists()
+    done_before = {p.name: p.stat().st_mtime_ns for p in killed.glob("shard-*.h5")}
+    assert check(killed) != []
+    subprocess.run([sys.executable, str(_script(tmp_path, 0.0)), str(killed)], env=env, check=True)
+    subprocess.run([sys.executable, str(_script(tmp_path, 0.0)), str(full)], env=env, check=True)
+    # finished shards were not redone
+    for name, mtime in done_before.items():
+        if (killed / name.replace(".h5", ".json")).exists():
+            assert (killed / name).stat().st_mtime_ns == mtime
+    assert check(killed) == []
+    _same(_arrays(killed), _arrays(full))
+    mk = json.loads((killed / "manifest.json").read_text())
+    mf = json.loads((full / "manifest.json").read_text())
+    assert [s["sha256"] for s in mk["shards"]] == [s["sha256"] for s in mf["shards"]]
