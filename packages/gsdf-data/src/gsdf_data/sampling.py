@@ -93,7 +93,7 @@ def _in_cube(p, rng, noise_std, base):
         bad = np.any(np.abs(p) > 1.0, axis=1)
         if not bad.any():
             break
-        p[bad] = base[bad] + rng.normal(0.0, noise_std, (bad.sum(), 3))
+        p[bad] = base[bad] + rng.normal(0.0, 1.0, (bad.sum(), 3)) * noise_std[bad]
     return np.clip(p, -1.0, 1.0)
 
 
