@@ -15,6 +15,11 @@ def main() -> None:
 
 def _register() -> None:
     # One line per subcommand module; keep imports here cheap.
+    from gsdf_data.cli import check, sample, show
+
+    main.add_command(sample.sample)
+    main.add_command(check.check)
+    main.add_command(show.show)
     pass
 
 
