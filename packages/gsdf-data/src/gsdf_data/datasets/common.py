@@ -37,11 +37,11 @@ class HandSpec:
 
 @lru_cache(maxsize=4)
 def _load_hand(spec: HandSpec):
-    from gsdf_data.hand import MANOHand, load_hand
+    from gsdf_data.hand import load_hand
 
     if spec.mano is None:
         return load_hand(None)
-    return MANOHand.from_pkl(spec.mano, flat_hand_mean=spec.flat_hand_mean, tips=spec.tips)
+    return load_hand(spec.mano, flat_hand_mean=spec.flat_hand_mean, tips=spec.tips)
 
 
 def hand_faces(hand) -> np.ndarray:
