@@ -20,6 +20,10 @@ def _register() -> None:
     main.add_command(sample.sample)
     main.add_command(check.check)
     main.add_command(show.show)
+    from gsdf_data.cli import prepare, synth
+
+    main.add_command(prepare.prepare)
+    main.add_command(synth.synth)
     pass
 
 

@@ -148,3 +148,51 @@ def drop_summary(reader_drops: DropCounter, bad: list[dict]) -> dict[str, int]:
     for b in bad:
         out[reason_key(str(b.get("reason", "unknown")))] += 1
     return dict(sorted(out.items()))
+
+
+def run_prepare(
+    name: str,
+    tasks: list,
+    drops: DropCounter,
+    out_dir,
+    config=None,
+    jobs: int = 1,
+    shard: str | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    strict: bool = False,
+    skipped: dict[str, int] | None = None,
+) -> tuple[object, str]:
+    """Run `prepare_pairs` on a reader's tasks and summarise: returns the `PrepareReport` and
+    the summary text (kept samples, then drops by reason: the reader's and the pipeline's).
+    The counts also go to `<out>/dataset_summary.json`."""
+    import json
+    from pathlib import Path
+
+    from gsdf_data.prepare import prepare_pairs
+    from gsdf_data.shards import atomic_write_text
+
+    report = prepare_pairs(
+        tasks,
+        out_dir,
+        config=config,
+        jobs=jobs,
+        shard=shard,
+        backend=backend,
+        scheduler=scheduler,
+        strict=strict,
+    )
+    # counts over every shard of the set (this run's and earlier runs')
+    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    kept = int(manifest.get("n_samples", 0))
+    bad = json.loads((Path(out_dir) / "bad_samples.json").read_text())
+    dropped = drop_summary(drops, bad)
+    text = format_summary(name, kept, dropped)
+    if skipped:
+        text += "\n" + "\n".join(f"  skipped {n:>7d}  {r}" for r, n in skipped.items() if n)
+    atomic_write_text(
+        Path(out_dir) / "dataset_summary.json",
+        json.dumps({"dataset": name, "kept": kept, "dropped": dropped, "skipped": skipped or {}},
+                   indent=1) + "\n",
+    )  # fmt: skip
+    return report, text

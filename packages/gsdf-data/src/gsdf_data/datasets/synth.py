@@ -592,6 +592,8 @@ def _chunks(n: int, jobs: int) -> list[list[int]]:
 def penetration_summary(stats: list[dict], touch_mm: float) -> dict:
     """Grasp statistics over sequences: penetration depth (deepest hand vertex inside the
     object) and hand-object gap in mm, fingers in contact, share of grasps in contact."""
+    if not stats:
+        return {"grasps": 0}
     pen = np.array([s["penetration_mm"] for s in stats])
     gap = np.array([s["gap_mm"] for s in stats])
     fingers = np.array([s["fingers_in_contact"] for s in stats])
@@ -658,12 +660,16 @@ def dataset_summary(config: SynthConfig, stats: list[dict]) -> dict:
 def format_summary(summary: dict) -> str:
     """Human-readable lines of `dataset_summary`."""
     g = summary["grasp"]
-    p = g["penetration_mm"]
     frames = ", ".join(f"{k} {v}" for k, v in summary["frames"].items())
-    return (
+    text = (
         f"frames: {frames} (sequences of {summary['seq_len']})\n"
-        f"objects: {', '.join(f'{k} {v}' for k, v in summary['objects'].items())}\n"
-        f"grasps: {g['grasps']}, in contact {100 * g['in_contact_fraction']:.1f} %, "
+        f"objects: {', '.join(f'{k} {v}' for k, v in summary['objects'].items())}"
+    )
+    if not g["grasps"]:
+        return text
+    p = g["penetration_mm"]
+    return text + (
+        f"\ngrasps: {g['grasps']}, in contact {100 * g['in_contact_fraction']:.1f} %, "
         f"fingers touching {g['fingers_in_contact_mean']:.2f} on average; penetration depth "
         f"mean {p['mean']:.2f} mm, median {p['median']:.2f}, p95 {p['p95']:.2f}, max {p['max']:.2f}"
     )
@@ -677,10 +683,15 @@ class SynthTask:
     config: SynthConfig
     seq: int
     frame: int
+    stats_dir: str | None = None
 
     def load(self):
         s = cached_sequence(self.config, self.seq)
         fr = s.frames[self.frame]
+        if self.stats_dir is not None and self.frame == 0:
+            stats = {"index": self.seq, "split": self.config.split_of(self.seq),
+                     "category": s.obj.category, "source": s.obj.source, **s.grasp.stats}  # fmt: skip
+            _atomic_write(Path(self.stats_dir) / f"{self.seq:06d}.json", json.dumps(stats).encode())
         return make_pair(
             sample_id=self.sample_id,
             hand_verts=fr.hand_verts,
@@ -698,14 +709,38 @@ class SynthTask:
         )
 
 
-def synth_tasks(config: SynthConfig) -> dict[str, list[SynthTask]]:
+def synth_tasks(config: SynthConfig, stats_dir: str | None = None) -> dict[str, list[SynthTask]]:
     """`prepare_pairs` tasks per split ("train", "test"), frames of a sequence in order (so a
-    worker renders each sequence once)."""
+    worker renders each sequence once). With `stats_dir`, each sequence's grasp statistics
+    are written there as JSON when its first frame is loaded."""
     out: dict[str, list[SynthTask]] = {"train": [], "test": []}
     for i in range(config.n_sequences):
         for k in range(config.seq_len):
-            out[config.split_of(i)].append(SynthTask(sample_name(config, i, k), config, i, k))
+            task = SynthTask(sample_name(config, i, k), config, i, k, stats_dir)
+            out[config.split_of(i)].append(task)
     return out
+
+
+def write_shards(config: SynthConfig, out: str | Path, jobs: int = 1, prepare_config=None) -> dict:
+    """Generate the dataset straight into shards, `out/shards/{train,test}`, through
+    `prepare_pairs` (rendering, SDF sampling and writing in the same workers), and write
+    `out/synth_summary.json`. Returns the summary (as `write_dataset`)."""
+    import shutil
+
+    from gsdf_data.prepare import PrepareConfig, prepare_pairs
+
+    out = Path(out)
+    stats_dir = out / ".grasp_stats"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    cfg = prepare_config or PrepareConfig(image_format="jpg")
+    for split, tasks in synth_tasks(config, str(stats_dir)).items():
+        if tasks:
+            prepare_pairs(tasks, out / "shards" / split, config=cfg, jobs=jobs)
+    stats = [json.loads(p.read_text()) for p in sorted(stats_dir.glob("*.json"))]
+    summary = dataset_summary(config, sorted(stats, key=lambda s: s["index"]))
+    (out / "synth_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    shutil.rmtree(stats_dir, ignore_errors=True)
+    return summary
 
 
 def preview(config: SynthConfig, path: str | Path, n: int = 8, cols: int = 4) -> Path:
