@@ -49,7 +49,9 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
     from gsdf_eval.run import PAIR_KEYS, EvalSettings, score_pair
 
     if (obj_pred is None) != (obj_gt is None):
-        raise click.UsageError("--obj-pred and --obj-gt go together (a prediction needs its GT)")
+        raise click.ClickException(
+            "--obj-pred and --obj-gt go together (a prediction needs its GT)"
+        )
     try:
         meshes = [load_mesh(hand_pred), load_mesh(hand_gt)]
         if obj_pred is not None:

@@ -1,0 +1,194 @@
+"""The gsdf-eval command line: JSON keys, set runs, tables, and a clean failure per bad input."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gsdf_eval.cli import main
+from gsdf_eval.run import PAIR_KEYS
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed console script (beside this interpreter), as a user would."""
+    exe = Path(sys.executable).parent / "gsdf-eval"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gsdf_eval"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def _assert_clean_failure(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    # progress-bar updates aside, stderr is one line
+    lines = [
+        ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("gsdf-eval:")
+    ]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_pair_json_has_exactly_the_keys(examples_dir):
+    g, p = examples_dir / "gt", examples_dir / "pred"
+    res = CliRunner().invoke(
+        main,
+        ["pair", "--hand-pred", p / "s000_hand.ply", "--hand-gt", g / "s000_hand.ply",
+         "--obj-pred", p / "s000_obj.ply", "--obj-gt", g / "s000_obj.ply", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert list(out) == list(PAIR_KEYS)
+    # s000 is the GT scaled by 1.08 and shifted: alignment undoes it
+    assert out["align_scale"] == pytest.approx(1 / 1.08, rel=0.01)
+    assert out["hand_fscore_5mm"] == pytest.approx(1.0, abs=1e-3)
+    assert out["obj_fscore_5mm"] == pytest.approx(1.0, abs=1e-3)
+    assert len(out["align_translation"]) == 3
+    assert isinstance(out["contact"], bool)
+
+
+def test_pair_identical_meshes_and_hand_only(examples_dir):
+    hand = examples_dir / "gt" / "s001_hand.ply"
+    res = CliRunner().invoke(main, ["pair", "--hand-pred", hand, "--hand-gt", hand, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["hand_fscore_5mm"] == 1.0
+    assert out["align_scale"] == pytest.approx(1.0, abs=2e-3)
+    for key in (
+        "obj_cd_cm2",
+        "obj_fscore_5mm",
+        "obj_fscore_10mm",
+        "penetration_cm",
+        "intersection_cm3",
+        "contact",
+    ):
+        assert out[key] is None
+
+
+def _write_ply(path: Path, vertices, faces) -> Path:
+    lines = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", "property float x",
+             "property float y", "property float z", f"element face {len(faces)}",
+             "property list uchar int vertex_indices", "end_header"]  # fmt: skip
+    lines += [" ".join(str(x) for x in v) for v in vertices]
+    lines += ["3 " + " ".join(str(i) for i in f) for f in faces]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def bad_meshes(tmp_path):
+    tri = [[0, 0, 0], [0.01, 0, 0], [0, 0.01, 0]]
+    return {
+        "missing": tmp_path / "nope.ply",
+        "unreadable": tmp_path / "garbage.ply",
+        "empty": _write_ply(tmp_path / "empty.ply", tri, []),
+        "nan": _write_ply(
+            tmp_path / "nan.ply", [[0, 0, 0], ["nan", 0, 0], [0, 0.01, 0]], [[0, 1, 2]]
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("missing", ["nope.ply", "no such file"]), ("unreadable", ["garbage.ply"]),
+     ("empty", ["empty.ply", "empty"]), ("nan", ["nan.ply", "NaN"])],
+)  # fmt: skip
+def test_pair_bad_mesh_fails_cleanly(bad_meshes, examples_dir, kind, words):
+    (bad_meshes["unreadable"]).write_bytes(b"\x00\x01 definitely not a mesh \xff" * 10)
+    proc = _cli(
+        "pair", "--hand-pred", bad_meshes[kind], "--hand-gt", examples_dir / "gt" / "s000_hand.ply"
+    )
+    _assert_clean_failure(proc, *words)
+
+
+def test_pair_prediction_without_gt_fails_cleanly(examples_dir):
+    g, p = examples_dir / "gt", examples_dir / "pred"
+    proc = _cli("pair", "--hand-pred", p / "s000_hand.ply", "--hand-gt", g / "s000_hand.ply",
+                "--obj-pred", p / "s000_obj.ply")  # fmt: skip
+    _assert_clean_failure(proc, "--obj-gt")
+
+
+def _copy_set(examples_dir: Path, dst: Path) -> tuple[Path, Path]:
+    shutil.copytree(examples_dir / "pred", dst / "pred")
+    shutil.copytree(examples_dir / "gt", dst / "gt")
+    return dst / "pred", dst / "gt"
+
+
+def test_run_prediction_without_gt_fails_cleanly(examples_dir, tmp_path):
+    pred, gt = _copy_set(examples_dir, tmp_path)
+    (gt / "s001_obj.ply").unlink()
+    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
+    _assert_clean_failure(proc, "s001_obj.ply", "no ground truth")
+
+
+def test_run_bad_sample_stops_or_is_skipped(examples_dir, tmp_path):
+    pred, gt = _copy_set(examples_dir, tmp_path)
+    _write_ply(pred / "s002_hand.ply", [[0, 0, 0], ["nan", 0, 0], [0, 0.01, 0]], [[0, 1, 2]])
+    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
+    _assert_clean_failure(proc, "s002_hand.ply", "NaN")
+    res = CliRunner().invoke(main, ["run", str(pred), str(gt), "--out", str(tmp_path / "out"),
+                                    "--points", "2000", "--on-error", "skip"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["id"] for s in summary["skipped"]] == ["s002"]
+    assert summary["n_scored"] == 3
+
+
+def test_run_bad_directories_and_json_fail_cleanly(examples_dir, tmp_path):
+    _assert_clean_failure(_cli("run", tmp_path / "none", examples_dir / "gt"), "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_clean_failure(_cli("run", empty, examples_dir / "gt"), "no predicted meshes")
+    pred, gt = _copy_set(examples_dir, tmp_path / "copy")
+    (pred / "s000.json").write_text('{"joints": [[0, 0]]}')
+    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
+    _assert_clean_failure(proc, "s000.json", "joints")
+
+
+def test_table_on_non_run_fails_cleanly(tmp_path):
+    _assert_clean_failure(_cli("table", tmp_path), "not a gsdf-eval run")
+    (tmp_path / "summary.json").write_text("[]")
+    _assert_clean_failure(_cli("table", tmp_path), "not a gsdf-eval summary")
+
+
+def test_run_then_table(examples_dir, tmp_path):
+    out1, out2 = tmp_path / "run1", tmp_path / "run2"
+    runner = CliRunner()
+    res = runner.invoke(main, ["run", str(examples_dir / "pred"), str(examples_dir / "gt"),
+                               "--out", str(out1), "--points", "5000"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["run", str(examples_dir / "pred"), str(examples_dir / "gt"),
+                               "--out", str(out2), "--points", "5000", "--jobs", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    # per-sample seeds: the job count does not change any number
+    assert (out1 / "per_sample.csv").read_text() == (out2 / "per_sample.csv").read_text()
+
+    rows = list(csv.DictReader((out1 / "per_sample.csv").open()))
+    assert [r["id"] for r in rows] == ["s000", "s001", "s002", "s003"]
+    summary = json.loads((out1 / "summary.json").read_text())
+    m = summary["metrics"]
+    hand_cd = [float(r["hand_cd_cm2"]) for r in rows]
+    assert m["hand_cd_cm2"]["stat"] == "median"
+    assert m["hand_cd_cm2"]["value"] == pytest.approx(np.median(hand_cd))
+    fs = [float(r["hand_fscore_1mm"]) for r in rows]
+    assert m["hand_fscore_1mm"]["value"] == pytest.approx(np.mean(fs))
+    contact = [r["contact"] == "True" for r in rows if r["contact"]]
+    assert m["contact_ratio_pct"]["value"] == pytest.approx(100 * np.mean(contact))
+    assert m["obj_cd_cm2"]["n"] == 3  # s003 has no object prediction
+    assert rows[2]["contact"] == "True" and float(rows[2]["penetration_cm"]) > 0.5  # pushed 8 mm in
+
+    for fmt, marker in (("md", "| CDh |"), ("latex", r"\begin{tabular}"), ("csv", "Run,CDh,")):
+        res = runner.invoke(main, ["table", str(out1), str(out2 / "summary.json"), "--format", fmt])
+        assert res.exit_code == 0, res.output
+        assert marker in res.output
+        assert "run1" in res.output and "run2" in res.output
+    png = tmp_path / "cd.png"
+    res = runner.invoke(main, ["table", str(out1), str(out2), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,113 @@
+"""Inside test, distances, penetration depth and intersection volume against exact references."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from gsdf_eval.contact import (
+    WindingNumber,
+    contact_metrics,
+    surface_distance,
+    voxel_centres,
+    winding_number_exact,
+)
+
+
+def sphere(radius, center=(0.0, 0.0, 0.0), subdivisions=4):
+    mesh = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    mesh.apply_translation(np.asarray(center, dtype=float))
+    return mesh
+
+
+def box(extents, center=(0.0, 0.0, 0.0)):
+    mesh = trimesh.creation.box(extents=extents)
+    mesh.apply_translation(np.asarray(center, dtype=float))
+    return mesh
+
+
+def _open_sphere(radius=0.04):
+    """A sphere with a cap cut off above z = 0.8 r (not watertight)."""
+    m = sphere(radius)
+    keep = m.triangles_center[:, 2] < 0.8 * radius
+    return trimesh.Trimesh(m.vertices, m.faces[keep], process=False)
+
+
+@pytest.mark.parametrize("make", [lambda: sphere(0.04, subdivisions=3), _open_sphere])
+def test_fast_winding_number_matches_exact(make):
+    mesh = make()
+    points = np.random.default_rng(0).uniform(-0.06, 0.06, (400, 3))
+    exact = winding_number_exact(mesh.vertices, mesh.faces, points)
+    fast = WindingNumber(mesh.vertices, mesh.faces)(points)
+    assert np.abs(fast - exact).max() < 0.05
+    clear = np.abs(exact - 0.5) > 0.05
+    np.testing.assert_array_equal((fast > 0.5)[clear], (exact > 0.5)[clear])
+
+
+def test_inside_closed_and_open_sphere():
+    r = 0.04
+    points = np.random.default_rng(1).uniform(-0.06, 0.06, (4000, 3))
+    dist = np.linalg.norm(points, axis=1)
+    truth = dist < r
+    clear = np.abs(dist - r) > 0.001  # facets of the icosphere are within 0.1 mm of the sphere
+    closed = WindingNumber(sphere(r).vertices, sphere(r).faces).contains(points)
+    np.testing.assert_array_equal(closed[clear], truth[clear])
+    # open mesh: away from the hole (z < 0.5 r) inside/outside is still right
+    m = _open_sphere(r)
+    opened = WindingNumber(m.vertices, m.faces).contains(points)
+    ok = clear & (points[:, 2] < 0.5 * r)
+    np.testing.assert_array_equal(opened[ok], truth[ok])
+    assert not m.is_watertight
+
+
+def test_surface_distance_matches_trimesh():
+    mesh = sphere(0.03, subdivisions=2)
+    points = np.random.default_rng(2).uniform(-0.05, 0.05, (200, 3))
+    _, ref, _ = trimesh.proximity.closest_point(mesh, points)
+    np.testing.assert_allclose(surface_distance(mesh.vertices, mesh.faces, points), ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("depth", [0.002, 0.007, 0.015])
+@pytest.mark.parametrize("open_box", [False, True])
+def test_sphere_pushed_into_box_gives_depth(depth, open_box):
+    r = 0.02
+    obj = box([0.1, 0.1, 0.1])  # top face at z = 0.05
+    if open_box:  # remove the bottom face: the object is no longer watertight
+        keep = obj.triangles_center[:, 2] > -0.049
+        obj = trimesh.Trimesh(obj.vertices, obj.faces[keep], process=False)
+    hand = sphere(r, center=(0.0, 0.0, 0.05 + r - depth), subdivisions=4)
+    # rotate so a vertex sits at the sphere's lowest point
+    lowest = hand.vertices[np.argmin(hand.vertices[:, 2])]
+    assert lowest[2] == pytest.approx(0.05 - depth, abs=2e-4)
+    res = contact_metrics(hand, obj)
+    assert res["contact"] is True
+    assert res["penetration_cm"] == pytest.approx(depth * 100, abs=0.05)  # ±0.5 mm
+
+
+def test_no_contact_gives_zeros():
+    res = contact_metrics(sphere(0.02, center=(0, 0, 0.08)), box([0.1, 0.1, 0.1]))
+    assert res == {"penetration_cm": 0.0, "intersection_cm3": 0.0, "contact": False}
+
+
+def test_intersection_volume_of_boxes_is_exact():
+    # overlap 2 x 3 x 1 cm = 6 cm³, a whole number of 0.5 cm voxels
+    a = box([0.04, 0.05, 0.03], center=(0.0, 0.0, 0.0))
+    b = box([0.04, 0.05, 0.03], center=(0.02, 0.02, 0.02))
+    res = contact_metrics(a, b)
+    assert res["contact"] is True
+    assert res["intersection_cm3"] == pytest.approx(6.0, abs=1e-6)
+
+
+def test_intersection_volume_of_spheres_matches_closed_form():
+    r, d = 0.03, 0.035  # equal spheres, centres d apart: lens volume π(4r + d)(2r − d)² / 12
+    a = sphere(r, subdivisions=5)
+    b = sphere(r, center=(d, 0.0, 0.0), subdivisions=5)
+    res = contact_metrics(a, b)
+    closed_form = np.pi * (4 * r + d) * (2 * r - d) ** 2 / 12 * 1e6  # cm³
+    # the same voxels, counted analytically: the discretisation alone
+    lo = np.array([d - r, -r, -r])
+    hi = np.array([r, r, r])
+    c = voxel_centres(lo, hi, 0.005)
+    inside = (np.linalg.norm(c, axis=1) < r) & (np.linalg.norm(c - [d, 0, 0], axis=1) < r)
+    analytic_voxels = inside.sum() * 0.125
+    assert res["intersection_cm3"] == pytest.approx(analytic_voxels, abs=2 * 0.125)
+    assert res["intersection_cm3"] == pytest.approx(closed_form, rel=0.15)

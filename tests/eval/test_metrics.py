@@ -1,0 +1,55 @@
+"""Chamfer, F-score, Eh and Eo against brute force and hand-computed values."""
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from gsdf_eval.metrics import center_error_cm, chamfer_cm2, fscore, joint_error_cm, nn_distances
+
+
+def test_nn_distances_match_brute_force():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 3)), rng.normal(size=(200, 3)) + 0.1
+    d_ab, d_ba = nn_distances(a, b)
+    full = cdist(a, b)
+    np.testing.assert_allclose(d_ab, full.min(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(d_ba, full.min(axis=0), rtol=0, atol=1e-12)
+
+
+def test_chamfer_units_and_value():
+    # one point each, 1 cm apart: 1 cm² in each direction
+    d_ab, d_ba = nn_distances(np.zeros((1, 3)), np.array([[0.01, 0.0, 0.0]]))
+    assert chamfer_cm2(d_ab, d_ba) == pytest.approx(2.0)
+    # brute force on random sets, metres -> cm²
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0, 0.1, (150, 3)), rng.uniform(0, 0.1, (170, 3))
+    full = cdist(a, b) * 100
+    expected = (full.min(axis=1) ** 2).mean() + (full.min(axis=0) ** 2).mean()
+    assert chamfer_cm2(*nn_distances(a, b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fscore_identical_sets_is_one():
+    pts = np.random.default_rng(2).normal(size=(500, 3))
+    d_ab, d_ba = nn_distances(pts, pts)
+    assert fscore(d_ab, d_ba, 0.001) == 1.0
+
+
+def test_fscore_hand_computed():
+    d_pred = np.array([0.0005, 0.002])  # precision at 1 mm: 1/2
+    d_gt = np.array([0.0005, 0.0009, 0.003, 0.004])  # recall at 1 mm: 2/4
+    assert fscore(d_pred, d_gt, 0.001) == pytest.approx(0.5)
+    assert fscore(np.array([0.0]), d_gt, 0.001) == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert fscore(d_pred, d_gt, 0.0001) == 0.0
+
+
+def test_joint_error_is_wrist_relative_cm():
+    rng = np.random.default_rng(3)
+    gt = rng.normal(size=(21, 3)) * 0.05
+    assert joint_error_cm(gt + np.array([0.3, -0.1, 0.2]), gt) == pytest.approx(0.0, abs=1e-12)
+    pred = gt.copy()
+    pred[5] += [0.021, 0.0, 0.0]  # one joint 2.1 cm off: mean over 21 joints = 0.1 cm
+    assert joint_error_cm(pred, gt) == pytest.approx(0.1)
+
+
+def test_center_error_cm():
+    assert center_error_cm([0.0, 0.03, 0.04], [0.0, 0.0, 0.0]) == pytest.approx(5.0)
