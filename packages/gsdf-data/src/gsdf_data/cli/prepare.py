@@ -28,6 +28,7 @@ def _common(f):
         ),
         click.option("--no-filter", is_flag=True, help="Skip the double-sided filter."),
         click.option("--seed", default=0, show_default=True, help="SDF sampling seed."),
+        click.option("--points", default=40000, show_default=True, help="SDF points per pair."),
         click.option("--shard-size", default=128, show_default=True, help="Samples per shard."),
     ]
     for opt in reversed(options):
@@ -35,13 +36,13 @@ def _common(f):
     return f
 
 
-def _config(sdf_backend, no_filter, seed, shard_size):
+def _config(sdf_backend, no_filter, seed, shard_size, points):
     from gsdf_data.filter import FilterConfig
     from gsdf_data.prepare import PrepareConfig
     from gsdf_data.sampling import SamplingConfig
 
     return PrepareConfig(
-        sampling=SamplingConfig(backend=sdf_backend),
+        sampling=SamplingConfig(n=points, backend=sdf_backend),
         filter=None if no_filter else FilterConfig(),
         seed=seed,
         shard_size=shard_size,
@@ -62,7 +63,9 @@ def _run(name, tasks, drops, kw, skipped=None):
             tasks,
             drops,
             kw["out"],
-            config=_config(kw["sdf_backend"], kw["no_filter"], kw["seed"], kw["shard_size"]),
+            config=_config(
+                kw["sdf_backend"], kw["no_filter"], kw["seed"], kw["shard_size"], kw["points"]
+            ),
             jobs=kw["jobs"],
             shard=kw["shard"],
             backend=kw["backend"],
