@@ -35,14 +35,9 @@ class HandIK:
             from gsdf_data.hand import load_hand
 
             self._hand = load_hand(self.mano_path)
-        with torch.no_grad():
-            kp = keypoints.detach().float()
-            try:
-                res = self._hand.ik(kp)
-            except (TypeError, AttributeError):  # an IK written for numpy arrays
-                res = self._hand.ik(kp.cpu().numpy())
-            rot = res.global_rotmats
-        return torch.as_tensor(rot, dtype=keypoints.dtype).to(keypoints.device)
+        with torch.no_grad(), torch.autocast(keypoints.device.type, enabled=False):
+            rot = self._hand.ik(keypoints.detach().float()).global_rotmats
+        return rot.to(keypoints)
 
 
 def joint_frames(keypoints: Tensor, global_rotmats: Tensor) -> tuple[Tensor, Tensor]:

@@ -45,8 +45,8 @@ def stage1_loss(
 def clamped_l1(pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig) -> Tensor:
     """Mean |clamp(pred) − clamp(gt)|, network units; pred_net (B,N) network units, gt metres."""
     c = cfg.clamp
-    gt = (gt_metres.to(pred_net) * (cfg.recon_scale / 2.0)).clamp(-c, c)
-    return (pred_net.clamp(-c, c) - gt).abs().mean()
+    gt = (gt_metres.float() * (cfg.recon_scale / 2.0)).clamp(-c, c)
+    return (pred_net.float().clamp(-c, c) - gt).abs().mean()
 
 
 def stage2_loss(

@@ -211,16 +211,19 @@ class GSDFNet(nn.Module):
     def query_network(self, state: EncodedState, points: Tensor) -> tuple[Tensor, Tensor]:
         """SDFs in network units (B,N), (B,N) for points (B,N,3) camera metres."""
         s = self.cfg.recon_scale / 2.0
-        w = state.wrist[:, None]
-        x = (points - w) * s
-        t = (state.joints[:, list(MANO_TO_KEYPOINT)] - w) * s
-        e_h = hand_features(x, state.rotmats, t, self.cfg.hand_kinematics)
-        joints = (state.joints - w) * s
-        center = (state.obj_center - state.wrist) * s
-        e_o = obj_features(x, center, joints, state.rotmats[:, 0], t[:, 0], self.cfg.obj_kinematics)
+        # Geometry in float32 even under autocast: positions in bf16 would carry ~1 mm errors.
+        with torch.autocast(points.device.type, enabled=False):
+            w = state.wrist[:, None].float()
+            x = (points.float() - w) * s
+            t = (state.joints[:, list(MANO_TO_KEYPOINT)].float() - w) * s
+            R = state.rotmats.float()
+            e_h = hand_features(x, R, t, self.cfg.hand_kinematics)
+            joints = (state.joints.float() - w) * s
+            center = (state.obj_center.float() - w[:, 0]) * s
+            e_o = obj_features(x, center, joints, R[:, 0], t[:, 0], self.cfg.obj_kinematics)
         e_v = self.visual.point_features(state.visual, points, state.K)
-        sdf_h = self.hand_decoder(torch.cat([e_v, e_h.to(e_v.dtype)], dim=-1))
-        sdf_o = self.obj_decoder(torch.cat([e_v, e_o.to(e_v.dtype)], dim=-1))
+        sdf_h = self.hand_decoder(torch.cat([e_v, e_h.to(e_v.dtype)], dim=-1)).float()
+        sdf_o = self.obj_decoder(torch.cat([e_v, e_o.to(e_v.dtype)], dim=-1)).float()
         return sdf_h, sdf_o
 
     def query(

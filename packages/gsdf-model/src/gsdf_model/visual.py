@@ -31,9 +31,10 @@ def project(x: Tensor, K: Tensor, eps: float = 1e-4) -> Tensor:
 
 def sample_map(fmap: Tensor, uv: Tensor, image_size: int) -> Tensor:
     """Bilinear sample of fmap (B,C,h,w) at image pixels uv (B,N,2) → (B,N,C)."""
-    g = (uv + 0.5) / image_size * 2.0 - 1.0
+    g = (uv.float() + 0.5) / image_size * 2.0 - 1.0
+    # float32 even under autocast: bf16 grid coordinates would be off by ~1/30 of a cell
     out = F.grid_sample(
-        fmap, g[:, :, None, :].to(fmap.dtype), mode="bilinear", align_corners=False
+        fmap.float(), g[:, :, None, :], mode="bilinear", align_corners=False
     )  # (B,C,N,1)
     return out[..., 0].transpose(1, 2)
 
