@@ -1,0 +1,155 @@
+"""The synthetic dataset: ObMan layout and conventions, joints on the hand inside the image,
+hand and object touching without deep penetration (checked with the object's SDF), the same
+seed giving identical files, and the shard path agreeing with the ObMan path."""
+
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import trimesh
+from click.testing import CliRunner
+
+from gsdf_data.datasets.obman import OBMAN_K, decode_depth, object_path, object_transform
+from gsdf_data.datasets.synth import SynthConfig, cached_sequence, write_dataset, write_shards
+
+FLIP = np.diag([1.0, -1.0, -1.0])
+CFG = SynthConfig(samples=6, seq_len=3, seed=11, objects="procedural", test_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    summary = write_dataset(CFG, out, jobs=1, progress=False)
+    return out, summary
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _metas(out: Path):
+    for p in sorted(out.glob("*/meta/*.pkl")):
+        with open(p, "rb") as f:
+            yield p, pickle.load(f, encoding="latin1")
+
+
+def test_layout_splits_and_sequences(synth):
+    out, summary = synth
+    assert summary["frames"] == {"test": 3, "train": 3}
+    for split in ("train", "test"):
+        for d in ("rgb", "depth", "segm", "meta"):
+            assert len(list((out / split / d).iterdir())) == 3
+    assert (out / "synth_summary.json").is_file()
+    seqs = {}
+    for p, meta in _metas(out):
+        assert {"coords_3d", "coords_2d", "verts_3d", "hand_pose", "pca_pose", "affine_transform",
+                "class_id", "sample_id", "obj_scale", "side", "depth_min", "depth_max"} <= set(meta)  # fmt: skip
+        seqs.setdefault(meta["seq_id"], []).append((int(p.stem), meta["frame_idx"]))
+        img = cv2.imread(str(p.parent.parent / "rgb" / f"{p.stem}.jpg"))
+        assert img.shape == (256, 256, 3)
+    assert len(seqs) == 2
+    for frames in seqs.values():
+        assert [f for _, f in sorted(frames)] == [0, 1, 2]
+
+
+def test_joints_project_inside_image_onto_the_hand(synth):
+    out, _ = synth
+    for p, meta in _metas(out):
+        joints = np.asarray(meta["coords_3d"], np.float64) @ FLIP.T  # ObMan frame -> OpenCV
+        assert (joints[:, 2] > 0.1).all()
+        uvw = joints @ OBMAN_K.T
+        uv = uvw[:, :2] / uvw[:, 2:3]
+        np.testing.assert_allclose(uv, meta["coords_2d"], atol=1e-3)
+        assert (uv >= 0).all() and (uv < 256).all(), f"{p.name}: a joint outside the image"
+        depth = cv2.imread(str(p.parent.parent / "depth" / f"{p.stem}.png"))
+        hand = decode_depth(depth, meta, "hand") > 0
+        hand = cv2.dilate(hand.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        px = np.clip(np.rint(uv).astype(int), 0, 255)
+        on_hand = hand[px[:, 1], px[:, 0]]
+        assert on_hand.all(), f"{p.name}: joints {np.nonzero(~on_hand)[0]} off the hand"
+        # the visible depth is the nearer of hand and object, in the swapped ObMan encoding
+        z = decode_depth(depth, meta, "all")
+        assert 0.1 < z[z > 0].min() < z[z > 0].max() < 3.0
+
+
+def test_hand_and_object_touch_without_deep_penetration(synth):
+    from gsdf_data.sdf import MeshSDF
+
+    out, summary = synth
+    for _, meta in _metas(out):
+        obj = trimesh.load(object_path(meta, out / "shapenet"), process=False)
+        full, _, _ = object_transform(meta)
+        obj.apply_transform(full)
+        hand = np.asarray(meta["verts_3d"], np.float64) @ FLIP.T
+        d = MeshSDF.from_mesh(obj, sign="winding").signed_distance(hand)
+        assert d.min() < 0.002, "hand and object do not touch"
+        assert d.min() > -0.006, f"penetration {-1000 * d.min():.1f} mm"
+        assert (d < 0.002).sum() >= 20  # a contact patch, not a single vertex
+        assert meta["grasp_fingers_in_contact"] >= 2
+    g = summary["grasp"]
+    assert g["grasps"] == 2 and g["in_contact_fraction"] == 1.0
+    assert g["penetration_mm"]["max"] < 6.0
+
+
+def test_same_seed_identical_files_any_jobs(synth, tmp_path):
+    out, _ = synth
+    cached_sequence.cache_clear()
+    write_dataset(CFG, tmp_path / "again", jobs=2, progress=False)
+    a, b = _files(out), _files(tmp_path / "again")
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+    cached_sequence.cache_clear()
+    other = SynthConfig(**{**CFG.__dict__, "seed": 12, "samples": 3})
+    write_dataset(other, tmp_path / "other", jobs=1, progress=False)
+    c = _files(tmp_path / "other")
+    assert c["train/rgb/00000000.jpg"] != a["train/rgb/00000000.jpg"]
+
+
+def test_prepare_synth_and_shards_agree(synth, tmp_path):
+    from gsdf_data.cli import main
+    from gsdf_data.prepare import PrepareConfig
+    from gsdf_data.sampling import SamplingConfig
+    from gsdf_data.shards import ShardSet
+
+    out, _ = synth
+    args = ["prepare", "synth", "--root", str(out), "--split", "test"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--points", "4000"])
+    assert res.exit_code == 0, res.output
+    assert "synth test: kept 3 of 3 samples, dropped 0" in res.output
+    a = ShardSet(tmp_path / "a")
+    cfg = PrepareConfig(sampling=SamplingConfig(n=4000), image_format="jpg")
+    summary = write_shards(CFG, tmp_path / "b", prepare_config=cfg)
+    assert summary["grasp"]["grasps"] == 2
+    b = ShardSet(tmp_path / "b" / "shards" / "test")
+    assert len(a) == len(b) == 3
+    for i in range(3):
+        sa, sb = a[i], b[i]
+        assert sa["sample_id"] == sb["sample_id"] and sa["seq_id"] == sb["seq_id"]
+        assert sa["frame_idx"] == sb["frame_idx"] == i
+        np.testing.assert_allclose(sa["joints"], sb["joints"], atol=1e-5)
+        np.testing.assert_allclose(sa["obj_center"], sb["obj_center"], atol=1e-5)
+        np.testing.assert_allclose(sa["obj_pose"], sb["obj_pose"], atol=1e-5)
+        assert np.array_equal(sa["image"], sb["image"])
+    # the exact local rotations of the shard path drive the hand model to the same joints
+    from gsdf_data.hand import load_hand
+
+    fk = load_hand(None).forward_numpy(rotmats=b[0]["hand_rotmats"][None])
+    kp = fk.keypoints[0]
+    np.testing.assert_allclose(kp - kp[0], b[0]["joints"] - b[0]["joints"][0], atol=1e-4)
+
+
+def test_preview_cli(tmp_path):
+    from gsdf_data.cli import main
+
+    png = tmp_path / "p.png"
+    args = ["synth", "--preview", str(png), "--samples", "2", "--objects", "procedural"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    img = cv2.imread(str(png))
+    assert img.shape == (256, 1024, 3)
+    res = CliRunner().invoke(main, ["synth", "--samples", "2", "--objects", "shapenet"])
+    assert res.exit_code != 0 and "unknown object source" in res.output
