@@ -63,8 +63,8 @@ def flipped_duplicate_faces(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     size = float(np.ptp(verts, axis=0).max()) or 1.0
-    key = np.round(verts / (size * 1e-9)).astype(np.int64)
-    _, vid = np.unique(key, axis=0, return_inverse=True)
+    key = np.ascontiguousarray(np.round(verts / (size * 1e-9)).astype(np.int64))
+    _, vid = np.unique(key.view(np.dtype((np.void, 24))).reshape(-1), return_inverse=True)
     f = vid.reshape(-1)[faces]
     s = np.sort(f, axis=1)
     # winding parity: even permutations of the sorted triple keep the orientation
@@ -74,7 +74,8 @@ def flipped_duplicate_faces(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
         f[:, 1] == s[:, 1],
         np.where(f[:, 1] == s[:, 0], f[:, 2] == s[:, 1], f[:, 0] == s[:, 1]),
     )
-    _, tri_id = np.unique(s, axis=0, return_inverse=True)
+    nv = np.int64(f.max() + 1)
+    _, tri_id = np.unique((s[:, 0] * nv + s[:, 1]) * nv + s[:, 2], return_inverse=True)
     tri_id = tri_id.reshape(-1)
     m = tri_id.max() + 1
     has = np.zeros((m, 2), dtype=bool)

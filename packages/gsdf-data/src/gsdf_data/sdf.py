@@ -9,6 +9,7 @@ Owns the SDF backends:
   * ``"vote"`` (default): ray-parity inside test over several fixed directions, majority
     vote. A hole only flips the rays that leave through it, so a point deep inside an open
     shell keeps its sign as long as the hole covers less than half of its view sphere.
+    Three rays first; the remaining ones only where those three disagree.
   * ``"parity"``: one ray; exact on closed meshes, wrong behind every hole of an open one.
   * ``"pseudonormal"``: side of the angle-weighted pseudo-normal at the closest point
     (Baerentzen & Aanaes 2005); exact on closed manifold meshes, one query for distance
@@ -136,16 +137,30 @@ class MeshSDF:
         d = self.distance(points).astype(np.float64)
         return np.where(self.inside(points), -d, d)
 
-    def _parity_vote(self, q: np.ndarray, n: int) -> np.ndarray:
-        dirs = _vote_directions(n)
-        rays = np.empty((len(q), n, 6), dtype=np.float32)
+    def _odd(self, q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """(len(q), len(dirs)) parity of the crossings along each ray."""
+        rays = np.empty((len(q), len(dirs), 6), dtype=np.float32)
         rays[:, :, :3] = q[:, None, :]
         rays[:, :, 3:] = dirs[None]
         counts = self._scene.count_intersections(
             self._t(rays.reshape(-1, 6)), nthreads=self.nthreads
         ).numpy()
-        odd = (counts.reshape(len(q), n) % 2).sum(axis=1)
-        return odd * 2 > n
+        return (counts.reshape(len(q), len(dirs)) % 2).astype(np.int32)
+
+    def _parity_vote(self, q: np.ndarray, n: int) -> np.ndarray:
+        dirs = _vote_directions(n)
+        if n <= 3:
+            return self._odd(q, dirs).sum(axis=1) * 2 > n
+        # Two stages: 3 rays first; only points without a unanimous answer (near holes,
+        # or rays grazing an edge) get the other n - 3. Same answer as n rays wherever the
+        # first three agree and the rest cannot outvote them; ~3x fewer rays.
+        first = self._odd(q, dirs[:3]).sum(axis=1)
+        inside = first == 3
+        split = np.nonzero((first == 1) | (first == 2))[0]
+        if len(split):
+            rest = self._odd(q[split], dirs[3:]).sum(axis=1)
+            inside[split] = (first[split] + rest) * 2 > n
+        return inside
 
     def _pseudonormals(self):
         if getattr(self, "_pn", None) is None:
@@ -238,11 +253,15 @@ def mesh_to_sdf_signed_distance(mesh, points: np.ndarray) -> np.ndarray:
         raise RuntimeError("the mesh-to-sdf backend needs `pip install gsdf-data[compare]`") from e
     import trimesh
 
-    if not isinstance(mesh, trimesh.Trimesh):
-        verts, faces = _as_arrays(mesh)
-        mesh = trimesh.Trimesh(verts, faces, process=False)
-    sdf = mesh_to_sdf.mesh_to_sdf(mesh, np.asarray(points, dtype=np.float64))
-    return np.asarray(sdf, dtype=np.float64)
+    verts, faces = _as_arrays(mesh)
+    # mesh-to-sdf scans a sphere around the origin: centre and scale the mesh to the unit
+    # sphere first (as its own sample_sdf_near_surface does), then scale distances back.
+    centre = 0.5 * (verts.min(axis=0) + verts.max(axis=0))
+    scale = float(np.linalg.norm(verts - centre, axis=1).max())
+    unit = trimesh.Trimesh((verts - centre) / scale, faces, process=False)
+    q = (np.asarray(points, dtype=np.float64) - centre) / scale
+    sdf = mesh_to_sdf.mesh_to_sdf(unit, q)
+    return np.asarray(sdf, dtype=np.float64) * scale
 
 
 def brute_force_distance(verts, faces, points, chunk: int = 2_000_000) -> np.ndarray:
