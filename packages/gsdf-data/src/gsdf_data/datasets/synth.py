@@ -340,12 +340,14 @@ def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
     low-frequency colour noise and, sometimes, stripes."""
     import cv2
 
-    c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    grey = rng.uniform(0.2, 0.8)
+    c0 = 0.5 * grey + 0.5 * rng.uniform(0, 1, 3)  # muted colours
+    c1 = 0.5 * grey + 0.5 * rng.uniform(0, 1, 3)
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:size, 0:size] / size
     w = np.clip(0.5 + (xx - 0.5) * np.cos(ang) + (yy - 0.5) * np.sin(ang), 0, 1)[..., None]
     img = (1 - w) * c0 + w * c1
-    noise = rng.uniform(-0.25, 0.25, (int(rng.integers(3, 9)),) * 2 + (3,))
+    noise = rng.uniform(-0.15, 0.15, (int(rng.integers(3, 9)),) * 2 + (3,))
     img = img + cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.3:
         period = rng.uniform(8, 40)
@@ -743,10 +745,13 @@ def write_shards(config: SynthConfig, out: str | Path, jobs: int = 1, prepare_co
     return summary
 
 
-def preview(config: SynthConfig, path: str | Path, n: int = 8, cols: int = 4) -> Path:
-    """Tile the first `n` frames (one per sequence) with their projected joints into a PNG."""
+def preview(config: SynthConfig, path: str | Path, n: int = 8, cols: int | None = None) -> Path:
+    """Tile the first `n` frames (one per sequence) with their projected joints into a PNG
+    (`cols` tiles per row; default 4, or 3 when that fills the rows)."""
     import cv2
 
+    if cols is None:
+        cols = 3 if n % 4 and n % 3 == 0 else 4
     tiles = []
     for i in range(n):
         s = cached_sequence(config, i)
@@ -768,5 +773,5 @@ def preview(config: SynthConfig, path: str | Path, n: int = 8, cols: int = 4) ->
     grid = np.concatenate(rows, axis=0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), grid)
+    cv2.imwrite(str(path), grid, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return path
