@@ -9,10 +9,6 @@ from gsdf_model.describe import example_batch
 from gsdf_model.network import GSDFNet
 
 
-def identity_ik(keypoints):
-    return torch.eye(3, dtype=keypoints.dtype).expand(keypoints.shape[0], 16, 3, 3).clone()
-
-
 def sphere_batch(cfg, b=2, n=256, seed=0):
     """Analytic targets: the hand a 3 cm sphere at the wrist, the object a 4 cm sphere at the
     object centre; points near both surfaces (within the clamp band and beyond)."""
@@ -37,14 +33,14 @@ def sphere_batch(cfg, b=2, n=256, seed=0):
 def test_tiny_overfits_one_batch():
     torch.manual_seed(0)
     cfg = get_preset("tiny")
-    net = GSDFNet(cfg, ik=identity_ik)
+    net = GSDFNet(cfg)  # the hand module's IK, as in training
     batch = sphere_batch(cfg)
     net.freeze_pose()
     net.train()
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
 
     def sdf_l1(losses):
-        return float(losses["hand_sdf"] + losses["obj_sdf"])
+        return float((losses["hand_sdf"] + losses["obj_sdf"]).detach())
 
     t0 = time.perf_counter()
     history = []

@@ -30,11 +30,14 @@ class HandIK:
         self.mano_path = mano_path
         self._hand = None
 
+    @torch.compiler.disable  # float64 IK with per-level loops: nothing to gain from compiling
     def __call__(self, keypoints: Tensor) -> Tensor:
         if self._hand is None:
             from gsdf_data.hand import load_hand
 
             self._hand = load_hand(self.mano_path)
+        if self._hand.device != keypoints.device:  # the rest bones live on the hand model
+            self._hand = self._hand.to(keypoints.device)
         with torch.no_grad(), torch.autocast(keypoints.device.type, enabled=False):
             rot = self._hand.ik(keypoints.detach().float()).global_rotmats
         return rot.to(keypoints)
