@@ -1,0 +1,254 @@
+"""MANO from the user's own `MANO_RIGHT.pkl`, without chumpy.
+
+The file is a Python 2 pickle holding chumpy objects and a scipy sparse `J_regressor`. A
+custom unpickler maps every chumpy class to a stub that keeps the pickled state and then
+recovers the array from it (`x` for `Ch`, `a[idxs]` for `Select`, else the first array in the
+state); scipy sparse matrices are rebuilt from their pickled (data, indices, indptr) so old
+module paths and attribute names do not matter. Nothing from chumpy is imported.
+
+Left hands: `side="left"` mirrors the right model across x = 0 (vertices, blend shapes,
+PCA space; faces re-wound to stay outward; see `base.mirror_arrays`). A MANO_LEFT.pkl
+passed as the right hand is refused; pass the right file with side="left" instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gsdf_data.hand.base import HandModel, mirror_arrays
+from gsdf_data.hand.kinematics import PARENTS
+
+# Fingertip vertex ids (thumb, index, middle, ring, little) per dataset convention.
+TIP_IDS = {"obman": (744, 333, 443, 554, 672), "dexycb": (745, 317, 444, 556, 673)}
+REQUIRED = ("v_template", "f", "J_regressor", "weights", "posedirs", "shapedirs",
+            "hands_components", "hands_mean", "kintree_table")  # fmt: skip
+
+
+class MANOFileError(ValueError):
+    """The file is not a usable MANO model; the message names the file and the reason."""
+
+
+class _ChumpyStub:
+    """Stands in for any chumpy class: keeps the pickled state, reconstructs an array."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state) -> None:
+        self.state = state if isinstance(state, dict) else {"state": state}
+
+    def __reduce__(self):  # pragma: no cover - never pickled back
+        raise TypeError("chumpy stand-in objects cannot be pickled")
+
+    def array(self) -> np.ndarray:
+        st = self.state
+        if "x" in st:
+            return _to_array(st["x"])
+        if "a" in st and "idxs" in st:  # chumpy.reordering.Select: a.ravel()[idxs]
+            out = _to_array(st["a"]).ravel()[np.asarray(st["idxs"])]
+            shape = st.get("preferred_shape")
+            return out.reshape(shape) if shape is not None else out
+        if "a" in st:
+            return _to_array(st["a"])
+        for v in st.values():
+            if isinstance(v, np.ndarray | _ChumpyStub):
+                return _to_array(v)
+        raise ValueError("a chumpy object without an array in its state")
+
+
+class _SparseStub:
+    """Stands in for scipy.sparse matrices of any scipy version; `array()` -> dense."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def array(self) -> np.ndarray:
+        st = {k.lstrip("_"): v for k, v in self.state.items()}
+        import scipy.sparse as sp
+
+        fmt = st.get("format", "csc")
+        shape = tuple(st["shape"])
+        if fmt in ("csc", "csr"):
+            cls = sp.csc_matrix if fmt == "csc" else sp.csr_matrix
+            m = cls((st["data"], st["indices"], st["indptr"]), shape=shape)
+        elif fmt == "coo":
+            m = sp.coo_matrix((st["data"], (st["row"], st["col"])), shape=shape)
+        else:
+            raise ValueError(f"unsupported sparse format {fmt!r}")
+        return np.asarray(m.toarray())
+
+
+def _to_array(v) -> np.ndarray:
+    if isinstance(v, _ChumpyStub | _SparseStub):
+        return v.array()
+    return np.asarray(v)
+
+
+class _MANOUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module == "chumpy" or module.startswith("chumpy."):
+            return _ChumpyStub
+        if module.startswith("scipy.sparse") and name.endswith("_matrix"):
+            return _SparseStub
+        if module.startswith("numpy.core"):
+            # numpy >= 2 renamed numpy.core to numpy._core (the old name warns)
+            new = "numpy._core" + module[len("numpy.core") :]
+            try:
+                return getattr(importlib.import_module(new), name)
+            except (ImportError, AttributeError):
+                pass
+        return super().find_class(module, name)
+
+
+def read_mano_pkl(path: str | Path) -> dict[str, np.ndarray]:
+    """The MANO pickle as plain NumPy arrays (chumpy and sparse objects converted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MANOFileError(f"{path}: no such file")
+    try:
+        with path.open("rb") as fh:
+            raw = _MANOUnpickler(fh, encoding="latin1").load()
+    except Exception as exc:
+        raise MANOFileError(f"{path}: not a MANO pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise MANOFileError(f"{path}: not a MANO pickle (holds a {type(raw).__name__}, not a dict)")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise MANOFileError(f"{path}: not a MANO model file, missing keys {missing}")
+    try:
+        return {k: _to_array(v) for k, v in raw.items() if k in REQUIRED or k == "J"}
+    except Exception as exc:
+        raise MANOFileError(f"{path}: unreadable MANO arrays ({exc})") from None
+
+
+def handedness(rest_mano21: np.ndarray, hands_mean: np.ndarray | None = None) -> float:
+    """+ for a right hand, - for a left one, from rest points (21, 3) MANO order: the sign of
+    det[finger direction, little->index direction, palmar direction], where the palmar
+    direction is the side the thumb sits on (in front of the palm in MANO's rest hand)."""
+    J = rest_mano21
+    f = J[4] - J[0]
+    s = J[1] - J[7]
+    n = np.cross(f, s)
+    n /= np.linalg.norm(n)
+    thumb = (J[16] + J[14]) / 2 - (J[1] + J[4] + J[7] + J[10]) / 4
+    return -float(np.dot(n, thumb))
+
+
+class MANOHand(HandModel):
+    """MANO (the user's own file) behind the `HandModel` interface. See `from_pkl`."""
+
+    name = "mano"
+
+    @classmethod
+    def from_pkl(
+        cls,
+        path: str | Path,
+        flat_hand_mean: bool = True,
+        tips: str | tuple[int, ...] = "obman",
+        ncomps: int = 45,
+        side: str = "right",
+        check_side: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> MANOHand:
+        """Load MANO_RIGHT.pkl.
+
+        flat_hand_mean: True (ObMan's pca_pose convention) makes the zero pose the flat
+        hand; False adds the file's hands_mean to every finger pose (DexYCB). tips: "obman",
+        "dexycb" or 5 vertex ids (thumb, index, middle, ring, little). ncomps: PCA rows kept
+        (pca_coeffs (B, n <= ncomps)). side: "right", or "left" to mirror it (see module
+        docstring). check_side: refuse a file whose template is a left hand.
+        """
+        path = Path(path)
+        d = read_mano_pkl(path)
+        v = d["v_template"].astype(np.float64)
+        V = len(v)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise MANOFileError(f"{path}: v_template has shape {v.shape}, expected (V, 3)")
+        kintree = np.asarray(d["kintree_table"]).astype(np.int64)
+        parents = kintree[0].copy()
+        parents[0] = -1
+        if tuple(parents.tolist()) != PARENTS:
+            raise MANOFileError(
+                f"{path}: kinematic tree {parents.tolist()} is not MANO's hand tree"
+            )
+        J_reg = d["J_regressor"].astype(np.float64)
+        if J_reg.shape != (16, V):
+            raise MANOFileError(f"{path}: J_regressor has shape {J_reg.shape}, expected (16, {V})")
+        tip_ids = np.asarray(TIP_IDS[tips] if isinstance(tips, str) else tips, dtype=np.int64)
+        if tip_ids.shape != (5,) or tip_ids.min() < 0 or tip_ids.max() >= V:
+            raise MANOFileError(f"{path}: fingertip ids {tip_ids.tolist()} do not fit {V} vertices")
+        shapedirs = d["shapedirs"].astype(np.float64).reshape(V, 3, -1)
+        posedirs = d["posedirs"].astype(np.float64).reshape(V * 3, -1).T  # (135, V*3)
+        comps = d["hands_components"].astype(np.float64)[:ncomps]
+        mean = d["hands_mean"].astype(np.float64).reshape(45)
+        faces = d["f"].astype(np.int64)
+        joints = J_reg @ v
+        if check_side:
+            rest21 = np.vstack([joints, v[tip_ids]])
+            if handedness(rest21) < 0:
+                raise MANOFileError(
+                    f"{path}: this looks like a left-hand model; pass MANO_RIGHT.pkl (with "
+                    "side='left' for left hands), or check_side=False to skip this check"
+                )
+        arrays = {
+            "v_template": v,
+            "faces": close_wrist(v, faces),
+            "faces_open": faces,
+            "weights": d["weights"].astype(np.float64),
+            "joints": joints,
+            "shapedirs": shapedirs,
+            "joint_shapedirs": np.einsum("jv,vcs->jcs", J_reg, shapedirs),
+            "posedirs": posedirs,
+            "hands_components": comps,
+            "hands_mean": np.zeros(45) if flat_hand_mean else mean,
+        }
+        if side == "left":
+            arrays = mirror_arrays(arrays)
+        elif side != "right":
+            raise ValueError(f"side must be 'right' or 'left', not {side!r}")
+        model = cls(**arrays, tip_vertex_ids=tip_ids, side=side, dtype=dtype, device=device)
+        model.flat_hand_mean = flat_hand_mean
+        model.source = str(path)
+        return model
+
+
+def close_wrist(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Close every boundary loop of an open mesh (MANO's wrist opening) with a triangle fan
+    from the loop's first vertex, wound against the loop so normals point outward. No
+    vertices are added, so vertex ids (fingertips) keep their meaning. Returns (F + k, 3)."""
+    loops = _boundary_loops(faces)
+    extra = []
+    for loop in loops:
+        for i in range(1, len(loop) - 1):
+            extra.append((loop[0], loop[i + 1], loop[i]))
+    if not extra:
+        return faces
+    return np.vstack([faces, np.asarray(extra, dtype=np.int64)])
+
+
+def _boundary_loops(faces: np.ndarray) -> list[list[int]]:
+    """Boundary loops, each oriented along its faces' edges (a -> b with no twin b -> a)."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    directed = {(int(a), int(b)) for a, b in edges}
+    nxt = {a: b for a, b in directed if (b, a) not in directed}
+    loops, seen = [], set()
+    for start in nxt:
+        if start in seen:
+            continue
+        loop, cur = [], start
+        while cur not in seen and cur in nxt:
+            seen.add(cur)
+            loop.append(cur)
+            cur = nxt[cur]
+        if len(loop) >= 3:
+            loops.append(loop)
+    return loops
