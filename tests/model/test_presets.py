@@ -105,3 +105,38 @@ def test_transformer_sizes():
     assert len(v4.spatial) + len(v4.temporal) == 16
     assert v4.spatial[0].attn.heads == 4 and v4.norm.normalized_shape == (256,)
     assert GSDFNet(get_preset("v1"), ik=identity_ik).visual.transformer is None
+
+
+def test_describe_counts_flops_of_the_decoders():
+    """Per-point FLOPs are the two decoders' and the visual projection's multiply-adds (×2),
+    plus the few of the kinematic transforms."""
+    from gsdf_model.describe import count_flops
+
+    cfg = get_preset("tiny")
+    net = GSDFNet(cfg, ik=identity_ik)
+    macs = sum(
+        m.in_features * m.out_features
+        for mod in (net.hand_decoder, net.obj_decoder, net.visual.proj)
+        for m in mod.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    flops = count_flops(cfg, n_points=500)
+    assert 2 * macs <= flops["per_point"] <= 2 * macs * 1.02
+    assert flops["encode"] > 0
+    assert flops["forward_500pts"] == pytest.approx(
+        flops["encode"] + 500 * flops["per_point"], rel=1e-3
+    )
+
+
+def test_describe_cli():
+    from click.testing import CliRunner
+
+    from gsdf_model.cli import main
+
+    res = CliRunner().invoke(main, ["describe", "--preset", "tiny", "--points", "100"])
+    assert res.exit_code == 0, res.output
+    counts = parameter_counts(GSDFNet(get_preset("tiny"), ik=identity_ik))
+    assert f"{counts['total']:,}" in res.output
+    assert "FLOPs per sample" in res.output and "visual.transformer" in res.output
+    bad = CliRunner().invoke(main, ["describe", "--preset", "nope"])
+    assert bad.exit_code == 2 and "unknown preset" in bad.output
