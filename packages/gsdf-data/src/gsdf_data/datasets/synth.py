@@ -305,7 +305,8 @@ class GraspBuilder:
 class Frame:
     """One rendered frame, camera frame (OpenCV axes, metres).
 
-    rgb (256,256,3) uint8; depth / hand_depth / obj_depth (256,256) float32 metres (0: none);
+    rgb (256,256,3) uint8; depth / hand_depth / obj_depth (256,256) float32 metres (0: none;
+    hand_depth and obj_depth are None when the layers were not rendered);
     hand_verts (V,3); keypoints (21,3); rotmats (16,3,3) local; hand_R (3,3) and hand_t (3,)
     the rigid map of the grasp (hand rest frame -> camera); obj_pose (4,4) centred object ->
     camera; obj_verts (V',3).
@@ -313,8 +314,8 @@ class Frame:
 
     rgb: np.ndarray
     depth: np.ndarray
-    hand_depth: np.ndarray
-    obj_depth: np.ndarray
+    hand_depth: np.ndarray | None
+    obj_depth: np.ndarray | None
     hand_verts: np.ndarray
     keypoints: np.ndarray
     rotmats: np.ndarray
@@ -379,9 +380,17 @@ def _placement(points: np.ndarray, rng: np.random.Generator, K: np.ndarray):
     return radius, z, margin_px * z / f
 
 
-def make_sequence(config: SynthConfig, index: int, builder: GraspBuilder, library, renderer):
+def make_sequence(
+    config: SynthConfig,
+    index: int,
+    builder: GraspBuilder,
+    library,
+    renderer,
+    layers: bool = True,
+):
     """Sequence `index` of `config`: a grasp, T frames with their renders. Deterministic in
-    (config, index)."""
+    (config, index). layers: also render the hand and the object alone (ObMan's depth and
+    segmentation layers; not needed for shards), else those depths are None."""
     from scipy.spatial.transform import Rotation, Slerp
 
     rng = np.random.default_rng([config.seed, index])
@@ -430,8 +439,10 @@ def make_sequence(config: SynthConfig, index: int, builder: GraspBuilder, librar
         hand_m = _render_mesh(hv, faces)
         obj_m = _render_mesh(ov, obj_faces, smooth_angle=30.0)
         rgb, depth = renderer.render([(hand_m, (*skin, 1.0)), (obj_m, (*obj_rgb, 1.0))], K)
-        _, hd = renderer.render([(hand_m, (*skin, 1.0))], K)
-        _, od = renderer.render([(obj_m, (*obj_rgb, 1.0))], K)
+        hd = od = None
+        if layers:
+            _, hd = renderer.render([(hand_m, (*skin, 1.0))], K)
+            _, od = renderer.render([(obj_m, (*obj_rgb, 1.0))], K)
         fg = depth > 0
         rgb = np.where(fg[..., None], rgb, bg)
         frames.append(Frame(rgb, depth, hd, od, hv, kp, rotmats, R, t, obj_pose, ov))
@@ -469,10 +480,10 @@ def _renderer():
 
 
 @functools.lru_cache(maxsize=4)
-def cached_sequence(config: SynthConfig, index: int) -> Sequence:
+def cached_sequence(config: SynthConfig, index: int, layers: bool = True) -> Sequence:
     """`make_sequence` with this process's hand model, object library and GL context."""
     return make_sequence(
-        config, index, _builder(config.hand_spec()), _library(config.objects), _renderer()
+        config, index, _builder(config.hand_spec()), _library(config.objects), _renderer(), layers
     )
 
 
@@ -688,7 +699,7 @@ class SynthTask:
     stats_dir: str | None = None
 
     def load(self):
-        s = cached_sequence(self.config, self.seq)
+        s = cached_sequence(self.config, self.seq, False)
         fr = s.frames[self.frame]
         if self.stats_dir is not None and self.frame == 0:
             stats = {"index": self.seq, "split": self.config.split_of(self.seq),
@@ -754,7 +765,7 @@ def preview(config: SynthConfig, path: str | Path, n: int = 8, cols: int | None 
         cols = 3 if n % 4 and n % 3 == 0 else 4
     tiles = []
     for i in range(n):
-        s = cached_sequence(config, i)
+        s = cached_sequence(config, i, False)
         fr = s.frames[0]
         img = np.ascontiguousarray(fr.rgb[..., ::-1])
         uv = fr.keypoints @ OBMAN_K.T
