@@ -24,6 +24,9 @@ def _register() -> None:
 
     main.add_command(prepare.prepare)
     main.add_command(synth.synth)
+    from gsdf_data.cli.hand import hand
+
+    main.add_command(hand)
     pass
 
 
