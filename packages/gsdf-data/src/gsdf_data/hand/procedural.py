@@ -2,7 +2,7 @@
 16-joint tree, so the whole project runs without MANO.
 
 Geometry: an implicit surface (round cones for phalanges and metacarpals, smooth-unioned into
-a palm, cut flat at the wrist) meshed once with marching cubes and decimated to about 2,000
+a palm, cut flat at the wrist) meshed once with marching cubes and decimated to 2,800
 vertices. Skinning weights: a soft-min over the distances from a vertex to the bones it may
 follow (its own finger's bones and the palm), so neighbouring fingers never pull on each
 other. Two shape coefficients: betas[0] scales the hand (+5 % per unit), betas[1] lengthens
@@ -12,7 +12,7 @@ Rest-pose frame (metres): wrist joint at the origin, +x along the fingers, +y to
 thumb, +z out of the back of the hand (the palm faces -z). Wrist to middle fingertip 18.6 cm.
 
 The mesh is cached in `assets/procedural_hand.npz`; `python -m gsdf_data.hand.procedural`
-regenerates it (about 2 s) and the loader regenerates it when the file is missing or stale.
+regenerates it (a few seconds) and the loader regenerates it when the file is missing or stale.
 """
 
 from __future__ import annotations

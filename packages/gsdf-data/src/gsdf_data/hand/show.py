@@ -34,11 +34,27 @@ def named_pose(hand: HandModel, pose: str, seed: int = 0) -> np.ndarray:
     raise ValueError(f"pose must be one of {POSES}, not {pose!r}")
 
 
-def _view_rotation(side: str) -> np.ndarray:
-    """Model frame -> camera frame: palm towards the camera, fingers up. Built from the
-    procedural hand's axes (x fingers, y thumb side, z back of the hand)."""
-    R = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    return R if side == "right" else R @ np.diag([-1.0, 1.0, 1.0]) @ np.diag([-1.0, 1.0, 1.0])
+def _rot(axis: int, deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = [k for k in range(3) if k != axis]
+    R = np.eye(3)
+    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
+    return R
+
+
+def view_rotation(hand: HandModel, yaw: float = 25.0, pitch: float = -20.0) -> np.ndarray:
+    """Model frame -> camera frame (OpenCV): palm towards the camera, fingers up, turned by
+    yaw (about the image's vertical) and pitch (about its horizontal), in degrees. Derived
+    from the model's rest skeleton, so it works for MANO's frame and for left hands."""
+    kp = hand.rest_keypoints()[0].detach().cpu().double().numpy()
+    up = kp[9] - kp[0]  # wrist -> middle root: the image's up (-y)
+    up /= np.linalg.norm(up)
+    across = kp[5] - kp[17]  # little -> index root
+    palm = np.cross(across, up) if hand.side == "right" else np.cross(up, across)
+    palm /= np.linalg.norm(palm)  # palmar normal, towards the camera (-z)
+    x = np.cross(-up, -palm)  # completes a right-handed camera basis (x = y cross z)
+    base = np.stack([x, -up, -palm])  # rows: model -> camera
+    return _rot(1, yaw) @ _rot(0, pitch) @ base
 
 
 def _bones(keypoints: np.ndarray) -> list[tuple[int, int]]:
@@ -64,16 +80,16 @@ def render_hand(
 
     from gsdf_data.render import render
 
-    view = _view_rotation(hand.side) if view is None else view
+    view = view_rotation(hand) if view is None else view
     out = hand.forward_numpy(global_orient=np.zeros((1, 3)), finger_pose=finger_pose)
     verts = out.vertices[0] @ view.T
     kps = out.keypoints[0] @ view.T
     lo, hi = verts.min(0), verts.max(0)
     centre = (lo + hi) / 2
-    radius = np.linalg.norm(hi - lo) / 2
     f = size * 1.6
-    # far enough that the bounding sphere fills ~85 % of the image
-    shift = np.array([0.0, 0.0, 1.1 * radius * f / (0.5 * size * 0.85)]) - centre
+    # distance at which the hand's larger image extent fills ~85 % of the panel
+    extent = max(hi[0] - lo[0], hi[1] - lo[1])
+    shift = np.array([0.0, 0.0, f * extent / (0.85 * size) + (hi[2] - lo[2]) / 2]) - centre
     K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]])
     meshes = []
     skin = trimesh.Trimesh(verts + shift, hand.faces, process=False)
@@ -92,3 +108,24 @@ def render_hand(
             meshes.append((c, (*_FINGER_RGB[finger[b]], 1.0)))
     rgb, _ = render(meshes, K, size, size, light_intensity=3.5, ambient=0.35)
     return rgb
+
+
+def save_picture(hand: HandModel, pose: str, out, seed: int = 0, size: int = 480) -> None:
+    """Two panels side by side (the skin; the skin see-through with keypoints and bones)
+    written as a PNG to out (through a temporary name, so no half-written file remains)."""
+    from pathlib import Path
+
+    import cv2
+
+    fp = named_pose(hand, pose, seed)
+    img = np.hstack(
+        [
+            render_hand(hand, fp, size=size, skeleton=False),
+            render_hand(hand, fp, size=size, skeleton=True),
+        ]
+    )
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), img[..., ::-1]):
+        raise OSError(f"OpenCV could not write {tmp}")
+    tmp.replace(out)
