@@ -18,11 +18,11 @@ import trimesh
 COUNT = [8, 8]  # capsule tessellation: small files, still smooth enough for the metrics
 
 
-def capsule(a: np.ndarray, b: np.ndarray, radius: float) -> trimesh.Trimesh:
+def capsule(a: np.ndarray, b: np.ndarray, radius: float, count=COUNT) -> trimesh.Trimesh:
     """Closed capsule from point a to point b (3,)."""
     axis = b - a
     length = float(np.linalg.norm(axis))
-    cap = trimesh.creation.capsule(height=length, radius=radius, count=COUNT)
+    cap = trimesh.creation.capsule(height=length, radius=radius, count=count)
     # trimesh's capsule runs along +z from z=0 to z=height
     z = np.array([0.0, 0.0, 1.0])
     d = axis / length
@@ -38,11 +38,17 @@ def capsule(a: np.ndarray, b: np.ndarray, radius: float) -> trimesh.Trimesh:
     return trimesh.Trimesh(verts, cap.faces, process=False)
 
 
-def make_hand(curl: float) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """Capsule hand (metres) and its 21 keypoints (wrist; thumb, index, middle, ring, little)."""
+def make_hand(curl: float, count=COUNT) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """Capsule hand (metres) and its 21 keypoints (wrist; thumb, index, middle, ring, little).
+
+    count: capsule tessellation [around, along]; [32, 32] gives about 18k vertices, the size
+    of a marching-cubes hand at 128³.
+    """
     parts, joints = [], [np.zeros(3)]
     for x in (-0.022, 0.0, 0.022):  # palm: three side-by-side capsules
-        parts.append(capsule(np.array([x * 0.6, 0.0, 0.0]), np.array([x, 0.075, 0.0]), 0.013))
+        parts.append(
+            capsule(np.array([x * 0.6, 0.0, 0.0]), np.array([x, 0.075, 0.0]), 0.013, count)
+        )
     bases = {
         "thumb": (
             np.array([0.03, 0.02, 0.005]),
@@ -84,7 +90,7 @@ def make_hand(curl: float) -> tuple[trimesh.Trimesh, np.ndarray]:
             ang = curl * (i + 1)
             seg = np.cos(ang) * d + np.sin(ang) * bend
             q = p + length * seg / np.linalg.norm(seg)
-            parts.append(capsule(p, q, radius))
+            parts.append(capsule(p, q, radius, count))
             joints.append(q.copy())
             p = q
     return trimesh.util.concatenate(parts), np.asarray(joints)
@@ -144,7 +150,9 @@ def main(out: Path) -> None:
         trimesh.Trimesh(obj.vertices * s + t, obj.faces, process=False), pred_dir / "s000_obj.ply"
     )
     write_json(
-        pred_dir / "s000.json", joints + rng.normal(0, 0.004, joints.shape), center + np.array([0.003, 0, 0])
+        pred_dir / "s000.json",
+        joints + rng.normal(0, 0.004, joints.shape),
+        center + np.array([0.003, 0, 0]),
     )
 
     # s001: a box; the predicted hand is smoothly perturbed, the object too large and offset

@@ -62,15 +62,28 @@ def _plain_icp(src, dst, iters=200):
     return s, t
 
 
-def test_matches_plain_icp(hand_mesh):
-    rng = np.random.default_rng(4)
+def _pair_points(hand_mesh, n, seed):
+    rng = np.random.default_rng(seed)
     pred = trimesh.Trimesh(hand_mesh.vertices * 0.9 + [0.01, 0.0, -0.01], hand_mesh.faces)
-    src = sample_surface(pred, 1500, rng) + rng.normal(0, 0.0005, (1500, 3))
-    dst = sample_surface(hand_mesh, 1500, rng)
-    s_ref, t_ref = _plain_icp(src, dst)
-    res = align_scale_translation(src, dst, tol=1e-9)
-    assert res.scale == pytest.approx(s_ref, rel=1e-4)
-    np.testing.assert_allclose(res.translation, t_ref, atol=1e-5)
+    src = sample_surface(pred, n, rng) + rng.normal(0, 0.0005, (n, 3))
+    return src, sample_surface(hand_mesh, n, rng)
+
+
+def test_cached_icp_is_textbook_icp(hand_mesh):
+    src, dst = _pair_points(hand_mesh, 1500, 4)
+    s_ref, t_ref = _plain_icp(src, dst, iters=300)
+    res = align_scale_translation(src, dst, max_iter=300, tol=0.0, accelerate=False)
+    assert res.converged
+    assert res.scale == pytest.approx(s_ref, rel=1e-9)
+    np.testing.assert_allclose(res.translation, t_ref, atol=1e-9)
+
+
+def test_accelerated_icp_reaches_the_same_alignment(hand_mesh):
+    src, dst = _pair_points(hand_mesh, 6000, 5)
+    s_ref, t_ref = _plain_icp(src, dst, iters=300)
+    res = align_scale_translation(src, dst)
+    assert res.scale == pytest.approx(s_ref, rel=5e-4)
+    np.testing.assert_allclose(res.translation, t_ref, atol=5e-5)
 
 
 def test_seed_makes_pair_deterministic(hand_mesh):
