@@ -737,7 +737,9 @@ def synth_tasks(config: SynthConfig, stats_dir: str | None = None) -> dict[str, 
 def write_shards(config: SynthConfig, out: str | Path, jobs: int = 1, prepare_config=None) -> dict:
     """Generate the dataset straight into shards, `out/shards/{train,test}`, through
     `prepare_pairs` (rendering, SDF sampling and writing in the same workers), and write
-    `out/synth_summary.json`. Returns the summary (as `write_dataset`)."""
+    `out/synth_summary.json`. Returns the summary (as `write_dataset`). The default
+    configuration skips the double-sided filter: every synthetic object is a closed mesh by
+    construction (checked when it is made)."""
     import shutil
 
     from gsdf_data.prepare import PrepareConfig, prepare_pairs
@@ -745,7 +747,7 @@ def write_shards(config: SynthConfig, out: str | Path, jobs: int = 1, prepare_co
     out = Path(out)
     stats_dir = out / ".grasp_stats"
     stats_dir.mkdir(parents=True, exist_ok=True)
-    cfg = prepare_config or PrepareConfig(image_format="jpg")
+    cfg = prepare_config or PrepareConfig(filter=None, image_format="jpg")
     for split, tasks in synth_tasks(config, str(stats_dir)).items():
         if tasks:
             prepare_pairs(tasks, out / "shards" / split, config=cfg, jobs=jobs)
