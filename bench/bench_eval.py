@@ -36,7 +36,7 @@ def _pair(mod, curl: float, shift: float):
     """(hand_pred, hand_gt, obj_pred, obj_gt), metres."""
     hand, _ = mod.make_hand(curl, count=[32, 32])
     obj = trimesh.creation.icosphere(subdivisions=5, radius=0.034)
-    obj.apply_translation([0.0, 0.075, 0.047])
+    obj.apply_translation([0.0, 0.05, 0.047])
     v = hand.vertices
     bump = 0.0015 * np.stack(
         [np.sin(90 * v[:, 1]), np.sin(70 * v[:, 2] + 1), np.cos(80 * v[:, 0])], 1

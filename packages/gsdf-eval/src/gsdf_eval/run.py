@@ -287,7 +287,6 @@ def run_set(
             "voxel_m": settings.voxel,
             "seed": settings.seed,
         },
-        "stats": {k: v for k, v in SUMMARY_STATS.items()},
         "metrics": summarize(rows),
         "per_sample_csv": "per_sample.csv",
     }

@@ -126,29 +126,36 @@ def per_sample_values(run: Run, key: str) -> list[float]:
 
 
 def plot_cd(runs: list[Run], out_png: str | Path) -> None:
-    """Box plots of per-sample hand and object Chamfer distances (cm², log axis), one per run."""
+    """Per-sample hand and object Chamfer distances (cm², log axis): a box and the samples
+    of every run side by side; the orange line is the median the table reports."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(runs), 3.6), constrained_layout=True)
-    for ax, (key, title) in zip(
-        axes, (("hand_cd_cm2", "hand CD (cm²)"), ("obj_cd_cm2", "object CD (cm²)")), strict=True
-    ):
-        data = [per_sample_values(r, key) for r in runs]
-        labels = [r.name for r in runs]
-        shown = [(d, lab) for d, lab in zip(data, labels, strict=True) if d]
-        if shown:
-            ax.boxplot([d for d, _ in shown], showfliers=True)
-            ax.set_xticks(
-                range(1, len(shown) + 1), [lab for _, lab in shown], rotation=30, ha="right"
-            )
-            if min(min(d) for d, _ in shown) > 0:
-                ax.set_yscale("log")
-        else:
+    rng = np.random.default_rng(0)  # horizontal jitter of the sample dots only
+    fig, axes = plt.subplots(
+        1, 2, figsize=(max(7.0, 2.5 + 1.6 * len(runs)), 4.0), constrained_layout=True
+    )
+    panels = (("hand_cd_cm2", "hand CD (cm²)"), ("obj_cd_cm2", "object CD (cm²)"))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        shown = [(r.name, per_sample_values(r, key)) for r in runs]
+        shown = [(name, vals) for name, vals in shown if vals]
+        ax.set_title(title)
+        if not shown:
             ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title + " — median marked")
+            continue
+        ax.boxplot([v for _, v in shown], showfliers=False)
+        for i, (_, vals) in enumerate(shown, start=1):
+            ax.scatter(
+                i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=8, alpha=0.5, color="tab:blue"
+            )
+        ax.set_xticks(
+            range(1, len(shown) + 1), [name for name, _ in shown], rotation=20, ha="right"
+        )
+        if min(min(v) for _, v in shown) > 0:
+            ax.set_yscale("log")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)
