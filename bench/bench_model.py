@@ -89,7 +89,6 @@ def _case(
     model = net
     if mode.endswith("compile"):
         compiled = torch.compile(net)
-        compiled.loss = net.loss  # the loss is plain tensor maths outside the module
         model = compiled
     step = _step_fn(model, batch, stage, opt, amp, device.type)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
