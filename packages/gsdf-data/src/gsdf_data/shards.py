@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +242,8 @@ class ShardWriter:
                 p[i] = s["points"]
                 d[i] = s["sdf"]
             f.create_dataset(
-                "counts", data=np.stack([s["counts"] for s in ss]) if n else np.zeros((0, 4))
+                "counts",
+                data=np.stack([s["counts"] for s in ss]) if n else np.zeros((0, 4), np.int32),
             )
             img = f.create_dataset("image", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
             for i, s in enumerate(ss):
@@ -289,16 +290,11 @@ def _memmap(path: Path, dset) -> np.ndarray | None:
     return np.memmap(path, dtype=dset.dtype, mode="r", offset=off, shape=dset.shape)
 
 
-@dataclass
 class ShardSet:
     """Read-only view over a directory of shards (indexes run across shards in name order).
 
     Safe to pass to DataLoader worker processes: files are (re)opened lazily per process.
     """
-
-    root: Path
-    _shards: list = field(default_factory=list, repr=False)
-    _starts: np.ndarray | None = field(default=None, repr=False)
 
     def __init__(self, root: str | Path) -> None:
         import h5py
@@ -320,6 +316,9 @@ class ShardSet:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def __repr__(self) -> str:
+        return f"ShardSet({str(self.root)!r}, {len(self)} samples, {len(self._shards)} shards)"
 
     def __getstate__(self) -> dict:
         return {"root": self.root, "files": [(s.path, s.n) for s in self._shards]}
