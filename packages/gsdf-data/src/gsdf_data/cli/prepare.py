@@ -26,7 +26,13 @@ def _common(f):
             default="auto",
             show_default=True,
         ),
-        click.option("--no-filter", is_flag=True, help="Skip the double-sided filter."),
+        click.option(
+            "--filter/--no-filter",
+            "use_filter",
+            default=None,
+            help="Double-sided filter on the objects (default: on for ObMan train/val only, "
+            "as the reference).",
+        ),
         click.option("--seed", default=0, show_default=True, help="SDF sampling seed."),
         click.option("--points", default=40000, show_default=True, help="SDF points per pair."),
         click.option("--shard-size", default=128, show_default=True, help="Samples per shard."),
@@ -36,23 +42,24 @@ def _common(f):
     return f
 
 
-def _config(sdf_backend, no_filter, seed, shard_size, points):
+def _config(sdf_backend, use_filter, seed, shard_size, points):
     from gsdf_data.filter import FilterConfig
     from gsdf_data.prepare import PrepareConfig
     from gsdf_data.sampling import SamplingConfig
 
     return PrepareConfig(
         sampling=SamplingConfig(n=points, backend=sdf_backend),
-        filter=None if no_filter else FilterConfig(),
+        filter=FilterConfig() if use_filter else None,
         seed=seed,
         shard_size=shard_size,
         image_format="jpg",
     )
 
 
-def _run(name, tasks, drops, kw, skipped=None):
+def _run(name, tasks, drops, kw, skipped=None, default_filter=False):
     from gsdf_data.datasets.common import run_prepare
 
+    use_filter = default_filter if kw["use_filter"] is None else kw["use_filter"]
     if kw["limit"] is not None:
         tasks = tasks[: kw["limit"]]
     if not tasks:
@@ -64,7 +71,7 @@ def _run(name, tasks, drops, kw, skipped=None):
             drops,
             kw["out"],
             config=_config(
-                kw["sdf_backend"], kw["no_filter"], kw["seed"], kw["shard_size"], kw["points"]
+                kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"]
             ),
             jobs=kw["jobs"],
             shard=kw["shard"],
@@ -104,7 +111,8 @@ def obman(root, shapenet, mano, split, **kw):
         tasks, drops = obman_tasks(root, shapenet, split, HandSpec(mano, True, "obman"))
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    _run(f"obman {split}", tasks, drops, kw)
+    # the reference filters the training pairs only; all 6,285 test samples are evaluated
+    _run(f"obman {split}", tasks, drops, kw, default_filter=split != "test")
 
 
 @prepare.command("dexycb")
