@@ -3,9 +3,10 @@ hand module's IK gives frames in which each bone is rigid."""
 
 import math
 
-import pytest
 import torch
 
+from gsdf_data.hand import KEYPOINT_FROM_MANO, load_hand
+from gsdf_data.hand import PARENTS as HAND_PARENTS
 from gsdf_model.kinematics import (
     MANO_TO_KEYPOINT,
     HandIK,
@@ -101,26 +102,15 @@ def test_keypoint_map_follows_the_tree():
     assert [MANO_TO_KEYPOINT[j] for j in (1, 4, 7, 10, 13)] == [5, 9, 17, 13, 1]
 
 
-def _hand_module():
-    hand = pytest.importorskip("gsdf_data.hand", reason="gsdf_data.hand not available yet")
-    if not hasattr(hand, "load_hand"):
-        pytest.skip("gsdf_data.hand.load_hand not available yet")
-    return hand
-
-
 def test_keypoint_map_matches_hand_module():
-    hand = _hand_module()
-    from gsdf_data.hand.kinematics import KEYPOINT_FROM_MANO
-
     assert tuple(KEYPOINT_FROM_MANO.index(m) for m in range(16)) == MANO_TO_KEYPOINT
-    assert tuple(hand.PARENTS) == PARENTS
+    assert tuple(HAND_PARENTS) == PARENTS
 
 
 def test_bones_are_rigid_in_ik_joint_frames():
     """Pose the hand, run the network's IK on its keypoints: in each joint's frame the bone to
     its child is the template bone, whatever the pose (rigidity through IK + frames)."""
-    hand_mod = _hand_module()
-    hand = hand_mod.load_hand(None)
+    hand = load_hand(None)
     g = torch.Generator().manual_seed(3)
     b = 3
     rest = hand(global_orient=torch.zeros(1, 3), finger_pose=torch.zeros(1, 45)).keypoints

@@ -174,9 +174,6 @@ def test_losses_are_zero_for_perfect_predictions():
 
 
 def test_real_ik_drives_the_joint_frames():
-    hand = pytest.importorskip("gsdf_data.hand")
-    if not hasattr(hand, "load_hand"):
-        pytest.skip("gsdf_data.hand.load_hand not available yet")
     torch.manual_seed(0)
     net = GSDFNet(get_preset("tiny")).eval()  # the hand module's IK
     batch = example_batch(net.cfg, 1, 20)
