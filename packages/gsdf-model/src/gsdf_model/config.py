@@ -38,6 +38,9 @@ class ModelConfig:
     pose_neck_width: int = 256
     depth_extent: float = 0.28  # heatmap depth axis spans wrist depth ± depth_extent
     crop_extent: float = 0.25  # assumed metric size of the crop, prior for the wrist depth
+    # IK rest bones: the procedural hand (None) or a MANO_RIGHT.pkl path; the joint frames,
+    # hence the kinematic features, depend on the template the network was trained with
+    mano_path: str | None = None
     n_ordinal_views: int = 20  # virtual views of the ordinal depth loss (plus the camera's)
     ordinal_weight: float = 1.0
     root_depth_weight: float = 1.0

@@ -58,12 +58,13 @@ class EncodedState:
 
 
 class GSDFNet(nn.Module):
-    """The gSDF network. `ik` replaces the hand module's IK (tests, FLOP counting)."""
+    """The gSDF network. `ik` replaces the hand module's IK (tests, FLOP counting); by
+    default IK runs on the hand model named by `cfg.mano_path` (procedural when None)."""
 
     def __init__(self, cfg: ModelConfig, ik: IKFn | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ik: IKFn = ik if ik is not None else HandIK()
+        self.ik: IKFn = ik if ik is not None else HandIK(cfg.mano_path)
         self.roles = backbone_roles(cfg.backbone)
         self.backbones = nn.ModuleDict(
             {
