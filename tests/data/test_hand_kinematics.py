@@ -121,6 +121,9 @@ def test_lbs_matches_naive_reference(hand):
     J = hand.joints_template
     _, T = forward_kinematics(R, J)
     v = lbs(hand.v_template, hand.weights, T, J)
+    # the per-pose vertex path (shape / pose blend shapes) agrees with the shared one
+    v_batched = lbs(hand.v_template.expand(2, -1, -1), hand.weights, T, J.expand(2, -1, -1))
+    assert torch.allclose(v, v_batched, atol=1e-12)
     W = hand.weights.numpy()
     for b in range(2):
         G = naive_fk(R[b].numpy(), J.numpy())

@@ -186,11 +186,13 @@ class HandModel(torch.nn.Module):
         return self.forward_rotmats(rotmats, betas=betas, transl=transl)
 
     def shaped(self, betas: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, ...]:
-        """Rest vertices (B, V, 3), joints (B, 16, 3) and tips (B, 5, 3) or None for betas."""
-        v = self.v_template.expand(batch, -1, -1)
-        J = self.joints_template.expand(batch, -1, -1)
-        tips = None if self.tips_template is None else self.tips_template.expand(batch, -1, -1)
+        """Rest vertices (B, V, 3), joints (B, 16, 3) and tips (B, 5, 3) or None for betas
+        (without betas: the unbatched (V, 3), (16, 3), (5, 3) templates)."""
+        v, J, tips = self.v_template, self.joints_template, self.tips_template
         if betas is not None and self.num_betas:
+            v = v.expand(batch, -1, -1)
+            J = J.expand(batch, -1, -1)
+            tips = None if tips is None else tips.expand(batch, -1, -1)
             betas = torch.as_tensor(betas, dtype=self.dtype, device=self.device)
             n = min(betas.shape[-1], self.num_betas)
             b = betas[:, :n]
@@ -217,7 +219,7 @@ class HandModel(torch.nn.Module):
         v, J, tips = self.shaped(betas, B)
         ids = self.tip_vertex_ids
         if not skin and ids is not None:  # only the fingertip vertices are needed
-            v = v[:, ids]
+            v = v[..., ids, :]
         if self.posedirs is not None and (skin or ids is not None):
             eye = torch.eye(3, dtype=self.dtype, device=self.device)
             feature = (rotmats[:, 1:] - eye).reshape(B, -1)
@@ -229,7 +231,7 @@ class HandModel(torch.nn.Module):
             tip_pts = verts[:, ids] if skin else lbs(v, self.weights[ids], T, J)
         else:
             Tt = T[:, list(TIP_PARENTS)]
-            local = tips - J[:, list(TIP_PARENTS)]
+            local = tips - J[..., list(TIP_PARENTS), :]
             tip_pts = (Tt[..., :3, :3] @ local[..., None])[..., 0] + Tt[..., :3, 3]
         keypoints = to_paper_order(joints, tip_pts)
         if transl is not None:

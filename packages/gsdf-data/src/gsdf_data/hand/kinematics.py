@@ -204,19 +204,24 @@ def lbs(
 ) -> torch.Tensor:
     """Linear blend skinning.
 
-    vertices: (B, V, 3) or (V, 3) rest-pose (shaped, pose-corrected) vertices;
+    vertices: (V, 3) shared or (B, V, 3) per-pose rest vertices (shaped, pose-corrected);
     weights: (V, 16); transforms: (B, 16, 4, 4) global joint transforms from
     `forward_kinematics`; joints_rest: (B, 16, 3) or (16, 3). Returns (B, V, 3).
     """
     B = transforms.shape[0]
+    V = weights.shape[0]
     R = transforms[..., :3, :3]
     t = transforms[..., :3, 3] - (R @ joints_rest.expand(B, 16, 3)[..., None])[..., 0]
-    A = torch.cat([R, t[..., None]], dim=-1).reshape(B, 16, 12)  # rest -> posed, per joint
-    # blend the 16 affine maps per vertex: one batched (V,16)@(16,12) GEMM, then apply
-    V = weights.shape[0]
-    M = torch.matmul(weights, A).view(B, V, 3, 4)
+    A = torch.cat([R, t[..., None]], dim=-1)  # (B, 16, 3, 4): rest -> posed, per joint
     ones = torch.ones(*vertices.shape[:-1], 1, dtype=vertices.dtype, device=vertices.device)
     vh = torch.cat([vertices, ones], dim=-1)  # (V, 4) or (B, V, 4)
+    if vh.dim() == 2:
+        # out[b,v,c] = sum_(j,k) W[v,j] vh[v,k] A[b,j,c,k]: one GEMM with K = 64 and no
+        # (B, V, 12) intermediate (memory traffic, not arithmetic, bounds this on a CPU)
+        Q = (weights[:, :, None] * vh[:, None, :]).reshape(V, 64)
+        X = A.permute(0, 2, 1, 3).reshape(B * 3, 64)
+        return (X @ Q.T).view(B, 3, V).transpose(1, 2).contiguous()
+    M = torch.matmul(weights, A.reshape(B, 16, 12)).view(B, V, 3, 4)
     return (M @ vh[..., None])[..., 0]
 
 
