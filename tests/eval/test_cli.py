@@ -35,6 +35,16 @@ def _assert_clean_failure(proc: subprocess.CompletedProcess, *words: str) -> Non
         assert w in lines[0], lines[0]
 
 
+def _invoke_fails(*args, words=()) -> None:
+    """In-process run of a command that must fail: exit 1, one line on stderr, no exception."""
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("gsdf-eval:")]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
 def test_pair_json_has_exactly_the_keys(examples_dir):
     g, p = examples_dir / "gt", examples_dir / "pred"
     res = CliRunner().invoke(
@@ -100,18 +110,39 @@ def bad_meshes(tmp_path):
      ("empty", ["empty.ply", "empty"]), ("nan", ["nan.ply", "NaN"])],
 )  # fmt: skip
 def test_pair_bad_mesh_fails_cleanly(bad_meshes, examples_dir, kind, words):
-    (bad_meshes["unreadable"]).write_bytes(b"\x00\x01 definitely not a mesh \xff" * 10)
-    proc = _cli(
-        "pair", "--hand-pred", bad_meshes[kind], "--hand-gt", examples_dir / "gt" / "s000_hand.ply"
+    bad_meshes["unreadable"].write_bytes(b"\x00\x01 definitely not a mesh \xff" * 10)
+    gt = str(examples_dir / "gt" / "s000_hand.ply")
+    bad = str(bad_meshes[kind])
+    for args in (["--hand-pred", bad, "--hand-gt", gt],
+                 ["--hand-pred", gt, "--hand-gt", gt, "--obj-pred", gt, "--obj-gt", bad]):  # fmt: skip
+        res = CliRunner().invoke(main, ["pair", *args])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+        for w in words:
+            assert w in lines[0]
+
+
+def test_bad_input_through_the_installed_script(tmp_path, examples_dir):
+    """The real console script: exit status 1, one line, no traceback."""
+    gt = examples_dir / "gt" / "s000_hand.ply"
+    _assert_clean_failure(
+        _cli("pair", "--hand-pred", tmp_path / "nope.ply", "--hand-gt", gt), "no such file"
     )
-    _assert_clean_failure(proc, *words)
 
 
 def test_pair_prediction_without_gt_fails_cleanly(examples_dir):
     g, p = examples_dir / "gt", examples_dir / "pred"
-    proc = _cli("pair", "--hand-pred", p / "s000_hand.ply", "--hand-gt", g / "s000_hand.ply",
-                "--obj-pred", p / "s000_obj.ply")  # fmt: skip
-    _assert_clean_failure(proc, "--obj-gt")
+    _invoke_fails(
+        "pair",
+        "--hand-pred",
+        p / "s000_hand.ply",
+        "--hand-gt",
+        g / "s000_hand.ply",
+        "--obj-pred",
+        p / "s000_obj.ply",
+        words=("--obj-gt"),
+    )
 
 
 def _copy_set(examples_dir: Path, dst: Path) -> tuple[Path, Path]:
@@ -123,15 +154,24 @@ def _copy_set(examples_dir: Path, dst: Path) -> tuple[Path, Path]:
 def test_run_prediction_without_gt_fails_cleanly(examples_dir, tmp_path):
     pred, gt = _copy_set(examples_dir, tmp_path)
     (gt / "s001_obj.ply").unlink()
-    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
-    _assert_clean_failure(proc, "s001_obj.ply", "no ground truth")
+    _invoke_fails(
+        "run",
+        pred,
+        gt,
+        "--out",
+        tmp_path / "out",
+        "--points",
+        2000,
+        words=("s001_obj.ply", "no ground truth"),
+    )
 
 
 def test_run_bad_sample_stops_or_is_skipped(examples_dir, tmp_path):
     pred, gt = _copy_set(examples_dir, tmp_path)
     _write_ply(pred / "s002_hand.ply", [[0, 0, 0], ["nan", 0, 0], [0, 0.01, 0]], [[0, 1, 2]])
-    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
-    _assert_clean_failure(proc, "s002_hand.ply", "NaN")
+    _invoke_fails(
+        "run", pred, gt, "--out", tmp_path / "out", "--points", 2000, words=("s002_hand.ply", "NaN")
+    )
     res = CliRunner().invoke(main, ["run", str(pred), str(gt), "--out", str(tmp_path / "out"),
                                     "--points", "2000", "--on-error", "skip"])  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -141,30 +181,31 @@ def test_run_bad_sample_stops_or_is_skipped(examples_dir, tmp_path):
 
 
 def test_run_bad_directories_and_json_fail_cleanly(examples_dir, tmp_path):
-    _assert_clean_failure(_cli("run", tmp_path / "none", examples_dir / "gt"), "does not exist")
+    _invoke_fails("run", tmp_path / "none", examples_dir / "gt", words=("does not exist"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    _assert_clean_failure(_cli("run", empty, examples_dir / "gt"), "no predicted meshes")
+    _invoke_fails("run", empty, examples_dir / "gt", words=("no predicted meshes"))
     pred, gt = _copy_set(examples_dir, tmp_path / "copy")
     (pred / "s000.json").write_text('{"joints": [[0, 0]]}')
-    proc = _cli("run", pred, gt, "--out", tmp_path / "out", "--points", 2000)
-    _assert_clean_failure(proc, "s000.json", "joints")
+    _invoke_fails(
+        "run", pred, gt, "--out", tmp_path / "out", "--points", 2000, words=("s000.json", "joints")
+    )
 
 
 def test_table_on_non_run_fails_cleanly(tmp_path):
-    _assert_clean_failure(_cli("table", tmp_path), "not a gsdf-eval run")
+    _invoke_fails("table", tmp_path, words=("not a gsdf-eval run"))
     (tmp_path / "summary.json").write_text("[]")
-    _assert_clean_failure(_cli("table", tmp_path), "not a gsdf-eval summary")
+    _invoke_fails("table", tmp_path, words=("not a gsdf-eval summary"))
 
 
 def test_run_then_table(examples_dir, tmp_path):
     out1, out2 = tmp_path / "run1", tmp_path / "run2"
     runner = CliRunner()
     res = runner.invoke(main, ["run", str(examples_dir / "pred"), str(examples_dir / "gt"),
-                               "--out", str(out1), "--points", "5000"])  # fmt: skip
+                               "--out", str(out1), "--points", "3000"])  # fmt: skip
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["run", str(examples_dir / "pred"), str(examples_dir / "gt"),
-                               "--out", str(out2), "--points", "5000", "--jobs", "2"])  # fmt: skip
+                               "--out", str(out2), "--points", "3000", "--jobs", "2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     # per-sample seeds: the job count does not change any number
     assert (out1 / "per_sample.csv").read_text() == (out2 / "per_sample.csv").read_text()
