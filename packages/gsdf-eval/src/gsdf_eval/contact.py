@@ -6,15 +6,15 @@ closed, consistently oriented mesh, and degrades gracefully on open meshes (marc
 output cut at the grid border, ShapeNet objects with holes): a point is inside when its
 winding number is above 0.5, so a small hole changes only points right next to it, where ray
 parity would flip whole rays. It is evaluated fast as in Barill et al. 2018: triangles are
-grouped into small spatial clusters; a cluster far from the query point (more than `beta`
-times its radius) contributes through a second-order expansion, a near one exactly,
+arranged in a balanced k-d hierarchy; a node far from the query point (more than `beta`
+times its radius) contributes through a second-order expansion, nearby leaves exactly,
 triangle by triangle.
 
 Definitions (reference code): a hand vertex penetrates when it is inside the object;
-penetration depth is the largest distance from a penetrating hand vertex to the object
-surface (cm, 0 when none); the pair is in contact when some hand vertex is inside or on the
-object; intersection volume counts 0.5 cm voxels, tiling the overlap of the two bounding
-boxes, whose centres are inside both meshes (cm³).
+penetration depth is the largest exact distance from a penetrating hand vertex to the
+object surface (cm, 0 when none); the pair is in contact when some hand vertex penetrates
+(the reference's signed distance ≤ 0); intersection volume counts 0.5 cm voxels, tiling the
+overlap of the two bounding boxes, whose centres are inside both meshes (cm³).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def surface_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
     tri = np.asarray(vertices, dtype=np.float64)[faces]
     centroids = tri.mean(axis=1)
     reach = np.sqrt(((tri - centroids[:, None]) ** 2).sum(-1)).max()
-    upper, _ = cKDTree(vertices).query(points)
+    upper, _ = cKDTree(tri.reshape(-1, 3)).query(points)  # corners: vertices on the surface
     cands = cKDTree(centroids).query_ball_point(points, upper + reach * (1 + 1e-9) + 1e-12)
     out = np.empty(len(points))
     for i, (p, cand) in enumerate(zip(points, cands, strict=True)):
@@ -244,7 +244,7 @@ def penetration_depth_m(
     # exact distances, deepest-first by an upper bound, stopping once no bound can win
     from scipy.spatial import cKDTree
 
-    upper, _ = cKDTree(obj_vertices).query(hand_vertices[inside])
+    upper, _ = cKDTree(obj_vertices[obj_faces].reshape(-1, 3)).query(hand_vertices[inside])
     order = np.argsort(-upper)
     best = 0.0
     for lo_i in range(0, len(order), 64):
@@ -296,6 +296,9 @@ def contact_metrics(hand, obj, voxel: float = 0.005) -> dict:
     """
     hv, hf = np.asarray(hand.vertices, dtype=np.float64), np.asarray(hand.faces)
     ov, of = np.asarray(obj.vertices, dtype=np.float64), np.asarray(obj.faces)
+    lo, hi = ov.min(0), ov.max(0)
+    if not ((hv >= lo) & (hv <= hi)).all(axis=1).any():
+        return {"penetration_cm": 0.0, "intersection_cm3": 0.0, "contact": False}
     obj_wn = WindingNumber(ov, of)
     depth, contact = penetration_depth_m(hv, ov, of, obj_wn)
     volume = intersection_volume_m3(hv, hf, ov, of, voxel, obj_wn) if contact else 0.0
