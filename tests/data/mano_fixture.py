@@ -13,7 +13,7 @@ fingertip ids are the last five. Skinning weights are the procedural hand's (the
 vertices follow their own joint rigidly), so this "MANO" poses exactly like the procedural
 hand. Known blend shapes: shape coefficient 0 scales everything by +10 %; the first pose
 feature, (R_1 - I)[0, 0] of the index root, shifts every vertex by 1 cm along z. The PCA
-basis is a seeded random orthogonal matrix and hands_mean a seeded random vector.
+basis is a seeded random orthogonal matrix; hands_mean a slightly curled hand (as MANO's).
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def standin_arrays(seed: int = 0) -> dict[str, np.ndarray]:
         "shapedirs": shapedirs,
         "posedirs": posedirs,
         "hands_components": comps,
-        "hands_mean": rng.normal(0, 0.2, 45),
+        # a relaxed, slightly curled hand like MANO's mean pose, plus some noise
+        "hands_mean": hand.sample_poses(1, rng, grasp=0.3, noise=0.0)[0].astype(np.float64)
+        + rng.normal(0, 0.05, 45),
         "hands_coeffs": rng.normal(size=(10, 45)),
         "kintree_table": np.array(
             [[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], np.arange(16)],
@@ -139,6 +141,9 @@ def write_mano_standin(path, seed: int = 0, mirror: bool = False, drop: tuple = 
         a["v_template"] = a["v_template"] * [-1, 1, 1]
         a["J"] = a["J"] * [-1, 1, 1]
         a["f"] = a["f"][:, ::-1].copy()
+        flip = np.tile([1.0, -1.0, -1.0], 15)  # axis-angle under the x mirror
+        a["hands_mean"] = a["hands_mean"] * flip
+        a["hands_components"] = a["hands_components"] * flip
     csc = sp.csc_matrix(a["J_regressor"])
     content = {
         "v_template": a["v_template"],
@@ -148,7 +153,6 @@ def write_mano_standin(path, seed: int = 0, mirror: bool = False, drop: tuple = 
             {
                 "_shape": csc.shape,
                 "maxprint": 50,
-                "format": "csc",
                 "data": csc.data,
                 "indices": csc.indices.astype(np.int32),
                 "indptr": csc.indptr.astype(np.int32),

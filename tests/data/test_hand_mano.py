@@ -180,4 +180,20 @@ def test_clear_errors_name_the_file(tmp_path, standin):
     write_mano_standin(left_file, mirror=True)
     with pytest.raises(MANOFileError, match=r"MANO_LEFT\.pkl: this looks like a left-hand model"):
         MANOHand.from_pkl(left_file, tips=tuple(a["tip_ids"]))
+    # the check can be skipped (a mirrored right template is then taken as it is)
+    assert MANOHand.from_pkl(left_file, tips=tuple(a["tip_ids"]), check_side=False).side == "right"
     assert isinstance(load_hand(path, tips=tuple(a["tip_ids"])), MANOHand)
+
+
+def test_handedness_evidence_is_clear(mano, standin):
+    from gsdf_data.hand.mano import handedness
+
+    _, a = standin
+    J, tips = a["J"], a["v_template"][a["tip_ids"]]
+    flip = np.tile([1.0, -1.0, -1.0], 15)
+    s = np.array([-1.0, 1.0, 1.0])
+    assert handedness(J, tips, a["hands_mean"]) > 0.005
+    assert handedness(J * s, tips * s, a["hands_mean"] * flip) < -0.005
+    # without a mean pose the thumb decides
+    assert handedness(J, tips, np.zeros(45)) > 0.005
+    assert handedness(J * s, tips * s, np.zeros(45)) < -0.005

@@ -64,6 +64,8 @@ class _ChumpyStub:
 class _SparseStub:
     """Stands in for scipy.sparse matrices of any scipy version; `array()` -> dense."""
 
+    default_format = "csc"
+
     def __init__(self, *args, **kwargs) -> None:
         self.state: dict = {}
 
@@ -74,7 +76,7 @@ class _SparseStub:
         st = {k.lstrip("_"): v for k, v in self.state.items()}
         import scipy.sparse as sp
 
-        fmt = st.get("format", "csc")
+        fmt = st.get("format", self.default_format)
         shape = tuple(st["shape"])
         if fmt in ("csc", "csr"):
             cls = sp.csc_matrix if fmt == "csc" else sp.csr_matrix
@@ -96,8 +98,9 @@ class _MANOUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if module == "chumpy" or module.startswith("chumpy."):
             return _ChumpyStub
-        if module.startswith("scipy.sparse") and name.endswith("_matrix"):
-            return _SparseStub
+        if module.startswith("scipy.sparse") and name.endswith(("_matrix", "_array")):
+            # old pickles may lack a "format" entry: the class name carries it
+            return type(name, (_SparseStub,), {"default_format": name[:3]})
         if module.startswith("numpy.core"):
             # numpy >= 2 renamed numpy.core to numpy._core (the old name warns)
             new = "numpy._core" + module[len("numpy.core") :]
@@ -129,17 +132,30 @@ def read_mano_pkl(path: str | Path) -> dict[str, np.ndarray]:
         raise MANOFileError(f"{path}: unreadable MANO arrays ({exc})") from None
 
 
-def handedness(rest_mano21: np.ndarray, hands_mean: np.ndarray | None = None) -> float:
-    """+ for a right hand, - for a left one, from rest points (21, 3) MANO order: the sign of
-    det[finger direction, little->index direction, palmar direction], where the palmar
-    direction is the side the thumb sits on (in front of the palm in MANO's rest hand)."""
-    J = rest_mano21
-    f = J[4] - J[0]
-    s = J[1] - J[7]
-    n = np.cross(f, s)
+def handedness(joints: np.ndarray, tips: np.ndarray, hands_mean: np.ndarray) -> float:
+    """Evidence (metres) that a rest hand is a right hand: > 0 right, < 0 left, near 0
+    unknown. joints (16, 3) and tips (5, 3) at rest (MANO order); hands_mean (45,).
+
+    With n = (wrist -> middle root) x (little root -> index root), which points out of the
+    back of a right hand and out of the palm of a left one: MANO's mean pose curls the
+    fingers towards the palm, so the curl moves the finger joints along -n for a right
+    hand. Without a mean pose, the thumb (which sits in front of the palm) decides.
+    """
+    import torch
+
+    from gsdf_data.hand.kinematics import axis_angle_to_rotmat, forward_kinematics
+
+    J = np.asarray(joints, dtype=np.float64)
+    n = np.cross(J[4] - J[0], J[1] - J[7])
     n /= np.linalg.norm(n)
-    thumb = (J[16] + J[14]) / 2 - (J[1] + J[4] + J[7] + J[10]) / 4
-    return -float(np.dot(n, thumb))
+    if np.abs(hands_mean).max() > 0.05:
+        aa = np.concatenate([np.zeros(3), np.asarray(hands_mean, dtype=np.float64)]).reshape(16, 3)
+        R = axis_angle_to_rotmat(torch.as_tensor(aa))[None]
+        posed = forward_kinematics(R, torch.as_tensor(J))[0][0].numpy()
+        fingers = [2, 3, 5, 6, 8, 9, 11, 12]
+        return -float(np.mean((posed[fingers] - J[fingers]) @ n))
+    thumb = (tips[0] + J[14]) / 2 - J[[1, 4, 7, 10]].mean(0)
+    return -float(thumb @ n)
 
 
 class MANOHand(HandModel):
@@ -192,13 +208,12 @@ class MANOHand(HandModel):
         mean = d["hands_mean"].astype(np.float64).reshape(45)
         faces = d["f"].astype(np.int64)
         joints = J_reg @ v
-        if check_side:
-            rest21 = np.vstack([joints, v[tip_ids]])
-            if handedness(rest21) < 0:
-                raise MANOFileError(
-                    f"{path}: this looks like a left-hand model; pass MANO_RIGHT.pkl (with "
-                    "side='left' for left hands), or check_side=False to skip this check"
-                )
+        # only refuse on clear evidence (millimetres of curl), never on a near-tie
+        if check_side and handedness(joints, v[tip_ids], mean) < -0.002:
+            raise MANOFileError(
+                f"{path}: this looks like a left-hand model; pass MANO_RIGHT.pkl (with "
+                "side='left' for left hands), or check_side=False to skip this check"
+            )
         arrays = {
             "v_template": v,
             "faces": close_wrist(v, faces),
