@@ -56,3 +56,27 @@ def test_tiny_overfits_one_batch():
     elapsed = time.perf_counter() - t0
     print(f"SDF L1 {history[0]:.4f} -> {final:.5f} in {elapsed:.1f} s")
     assert final < 0.1 * history[0], (history[0], history[::50], final)
+
+
+def test_tiny_pose_stage_overfits_one_batch():
+    """Stage 1: joint, object-centre and wrist-depth errors fall below 10% of their start."""
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    net = GSDFNet(cfg)
+    batch = example_batch(cfg, 2, 8)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    first = None
+    for _ in range(120):
+        losses = net.loss(batch, net(batch, stage=1), stage=1)
+        first = first or {k: float(v.detach()) for k, v in losses.items()}
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        final = {k: float(v) for k, v in net.loss(batch, net(batch, stage=1), stage=1).items()}
+        state = net.encode(batch["image"], batch["K"], wrist=None)  # predicted wrist
+    for k in ("joints", "obj_center", "root_depth", "total"):
+        assert final[k] < 0.1 * first[k], (k, first[k], final[k])
+    assert (state.wrist - batch["joints"][:, 0]).norm(dim=-1).max() < 0.01  # metres
