@@ -142,8 +142,19 @@ def test_sample_sdf_is_balanced(tmp_path):
     }
     for p, a, b in zip(map(tuple, r["points"]), r["sdf_hand"], r["sdf_obj"], strict=True):
         assert key[p] == (a, b)
-    # without replacement inside a category
-    assert len({tuple(p) for p in r["points"][:100]}) == 100
+    # without replacement inside a category on request
+    r3 = ss.sample_sdf(1, 200, 100, np.random.default_rng(1), replace=False)
+    assert len({tuple(p) for p in r3["points"][:100]}) == 100
+    assert (r3["sdf_hand"][:100] < 0).all() and (r3["sdf_obj"][250:] >= 0).all()
+    # with replacement (default), every point of a category can be drawn
+    hand_in = {
+        tuple(p) for p, a in zip(map(tuple, full["points"]), full["sdf_hand"], strict=True) if a < 0
+    }
+    seen = set()
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        seen |= {tuple(p) for p in ss.sample_sdf(1, 200, 0, rng)["points"][:100]}
+    assert seen == hand_in
     # deterministic for a given generator
     r2 = ss.sample_sdf(1, 200, 100, np.random.default_rng(0))
     np.testing.assert_array_equal(r["points"], r2["points"])

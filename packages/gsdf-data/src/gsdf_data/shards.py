@@ -287,7 +287,18 @@ def _memmap(path: Path, dset) -> np.ndarray | None:
     off = dset.id.get_offset()
     if off is None:
         return None
-    return np.memmap(path, dtype=dset.dtype, mode="r", offset=off, shape=dset.shape)
+    # a plain ndarray view: numpy.memmap's subclass overhead dominates small gathers
+    return np.memmap(path, dtype=dset.dtype, mode="r", offset=off, shape=dset.shape).view(
+        np.ndarray
+    )
+
+
+def _draw(rng: np.random.Generator, length: int, k: int) -> np.ndarray:
+    """k indices in [0, length): without replacement when k <= length, else every index
+    once plus random extras."""
+    if k > length:
+        return np.concatenate([rng.permutation(length), rng.integers(0, length, k - length)])
+    return rng.choice(length, size=k, replace=False)
 
 
 class ShardSet:
@@ -415,40 +426,54 @@ class ShardSet:
         n_hand: int = 1000,
         n_obj: int = 1000,
         rng: np.random.Generator | None = None,
+        replace: bool = True,
     ) -> dict:
         """A balanced random draw of sample i's points for training.
 
         Returns points (n_hand+n_obj, 3) float32 (unit cube), sdf_hand and sdf_obj
         (n_hand+n_obj,) float32 (unit-cube units). The first n_hand points are half inside,
-        half outside the hand; the rest half inside, half outside the object. Each half is
-        drawn without replacement when the category has enough points.
+        half outside the hand; the rest half inside, half outside the object.
+        ``replace=True`` draws each half with replacement, as the reference (DeepSDF's
+        ``unpack_sdf_samples``) does and about twice as fast; ``replace=False`` draws
+        without replacement where the category has enough points.
         """
         rng = rng if rng is not None else np.random.default_rng()
         s, j = self._locate(i)
-        c = s.counts[j].astype(np.int64)
-        total = int(c.sum())
-        b = np.concatenate([[0], np.cumsum(c)])
+        c0, c1, c2, c3 = (int(x) for x in s.counts[j])
+        total = c0 + c1 + c2 + c3
         # (start, length) of the four cyclic ranges: hand in, hand out, object in, object out
-        ranges = (
-            (0, int(b[2])),
-            (int(b[2]), total - int(b[2])),
-            (int(b[1]), int(c[1] + c[2])),
-            (int(b[3]), int(c[3] + c[0])),
-        )
+        starts = (0, c0 + c1, c0, c0 + c1 + c2)
+        lengths = (c0 + c1, c2 + c3, c1 + c2, c3 + c0)
         sizes = (n_hand - n_hand // 2, n_hand // 2, n_obj - n_obj // 2, n_obj // 2)
-        idx = []
-        for (start, length), k in zip(ranges, sizes, strict=True):
-            if k == 0:
-                continue
-            if length == 0:
+        for length, k in zip(lengths, sizes, strict=True):
+            if k and not length:
                 raise ValueError(f"sample {i}: a mesh has no points on one side")
-            r = rng.choice(length, size=k, replace=k > length)
-            idx.append((start + r) % total)
-        idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
-        pts, sdf = self._point_arrays(s, j)
-        p = self._decode_points(np.asarray(pts[idx]))
-        d = np.asarray(sdf[idx], dtype=np.float32)
-        return {"points": p, "sdf_hand": d[:, 0].copy(), "sdf_obj": d[:, 1].copy()}
+        if replace:
+            n = sum(sizes)
+            st = np.repeat(np.asarray(starts, np.int64), sizes)
+            ln = np.repeat(np.asarray(lengths, np.float64), sizes)
+            idx = (st + (rng.random(n) * ln).astype(np.int64)) % total
+        else:
+            idx = np.concatenate(
+                [
+                    (st + _draw(rng, ln, k)) % total
+                    for st, ln, k in zip(starts, lengths, sizes, strict=True)
+                    if k
+                ]
+                or [np.zeros(0, np.int64)]
+            )
+        if s.points is not None and s.sdf is not None:
+            rows = idx + j * s.points.shape[1]
+            pts = s.points.reshape(-1, 3).take(rows, axis=0)
+            d = s.sdf.reshape(-1, 2).take(rows, axis=0).astype(np.float32)
+        else:
+            pts, sdf = self._point_arrays(s, j)
+            pts, d = np.asarray(pts[idx]), np.asarray(sdf[idx], dtype=np.float32)
+        return {
+            "points": self._decode_points(pts),
+            "sdf_hand": np.ascontiguousarray(d[:, 0]),
+            "sdf_obj": np.ascontiguousarray(d[:, 1]),
+        }
 
 
 def write_manifest(root: str | Path, entries: list[dict], extra: dict) -> dict:
