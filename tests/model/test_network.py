@@ -200,3 +200,36 @@ def test_bf16_autocast_keeps_geometry_and_losses_in_float32():
     # bf16 trunk, float32 geometry: SDFs agree to well under a millimetre
     assert (out["sdf_hand"] - ref["sdf_hand"]).abs().max() < 1e-3
     assert (out["sdf_obj"] - ref["sdf_obj"]).abs().max() < 1e-3
+
+
+def test_decoder_inputs_are_the_kinematic_features_in_the_network_frame():
+    """Capture what the decoders see: e_h slot j is R_jᵀ(x − ψ_j)·s/2 with ψ_j the keypoint on
+    MANO joint j; e_o carries x − c and x − each joint, all about the wrist."""
+    from gsdf_model.kinematics import MANO_TO_KEYPOINT
+
+    rot = torch.linalg.qr(torch.randn(1, 16, 3, 3, generator=torch.Generator().manual_seed(5)))[0]
+    rot = rot * torch.sign(torch.linalg.det(rot))[..., None, None]
+    net = tiny(visual="v2").eval()
+    net.ik = lambda kp: rot.expand(kp.shape[0], -1, -1, -1)
+    batch = example_batch(net.cfg, 1, 7)
+    seen = {}
+    net.hand_decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("h", i[0]))
+    net.obj_decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("o", i[0]))
+    with torch.no_grad():
+        state = net.encode(batch["image"], batch["K"], wrist=batch["joints"][:, 0])
+        net.query(state, batch["points"])
+    s, lat = net.cfg.recon_scale / 2, net.cfg.sdf_latent
+    x = batch["points"][0]
+    wrist = batch["joints"][0, 0]
+    e_h, e_o = seen["h"][0, :, lat:], seen["o"][0, :, lat:]
+    torch.testing.assert_close(e_h[:, :3], (x - wrist) * s)
+    for j in range(16):
+        psi = state.joints[0, MANO_TO_KEYPOINT[j]]
+        expected = ((x - psi) @ rot[0, j]) * s  # rows: (R_jᵀ d)ᵀ = dᵀ R_j
+        torch.testing.assert_close(e_h[:, 3 + 3 * j : 6 + 3 * j], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(e_o[:, 3:6], (x - state.obj_center[0]) * s, atol=1e-6, rtol=1e-5)
+    for k in range(21):
+        got = e_o[:, 6 + 3 * k : 9 + 3 * k]
+        torch.testing.assert_close(got, (x - state.joints[0, k]) * s, atol=1e-6, rtol=1e-5)
+    xow = ((x - state.joints[0, 0]) @ rot[0, 0]) * s
+    torch.testing.assert_close(e_o[:, 69:72], xow, atol=1e-5, rtol=1e-4)

@@ -24,7 +24,7 @@ from gsdf_model import losses
 from gsdf_model.backbone import ResNet
 from gsdf_model.config import ModelConfig
 from gsdf_model.decoder import SDFDecoder
-from gsdf_model.kinematics import MANO_TO_KEYPOINT, HandIK, hand_features, obj_features
+from gsdf_model.kinematics import HandIK, hand_features, joint_frames, obj_features
 from gsdf_model.pose import HeatmapHead, RootDepthHead, voxels_to_camera
 from gsdf_model.visual import VisualEncoder
 
@@ -216,11 +216,10 @@ class GSDFNet(nn.Module):
         with torch.autocast(points.device.type, enabled=False):
             w = state.wrist[:, None].float()
             x = (points.float() - w) * s
-            t = (state.joints[:, list(MANO_TO_KEYPOINT)].float() - w) * s
-            R = state.rotmats.float()
-            e_h = hand_features(x, R, t, self.cfg.hand_kinematics)
             joints = (state.joints.float() - w) * s
             center = (state.obj_center.float() - w[:, 0]) * s
+            R, t = joint_frames(joints, state.rotmats.float())
+            e_h = hand_features(x, R, t, self.cfg.hand_kinematics)
             e_o = obj_features(x, center, joints, R[:, 0], t[:, 0], self.cfg.obj_kinematics)
         e_v = self.visual.point_features(state.visual, points, state.K)
         sdf_h = self.hand_decoder(torch.cat([e_v, e_h.to(e_v.dtype)], dim=-1)).float()
