@@ -92,7 +92,7 @@ class HandModel(torch.nn.Module):
         self.num_betas = S
 
         def buf(name: str, value, kind=dtype) -> None:
-            t = None if value is None else torch.as_tensor(np.asarray(value), dtype=kind)
+            t = None if value is None else torch.tensor(np.asarray(value), dtype=kind)
             self.register_buffer(name, t if t is None else t.to(device), persistent=False)
 
         buf("v_template", v_template)
