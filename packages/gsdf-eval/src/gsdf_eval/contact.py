@@ -83,7 +83,7 @@ class WindingNumber:
     second-order expansion and only nearby leaves are summed exactly.
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, leaf: int = 8, beta: float = 2.0):
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, leaf: int = 8, beta: float = 1.5):
         v = np.asarray(vertices, dtype=np.float64)
         f = np.asarray(faces, dtype=np.int64)
         tri = v[f]
@@ -131,39 +131,62 @@ class WindingNumber:
                 np.sqrt(((c - c_ch[1::2]) ** 2).sum(1)) + radius[1::2],
             )
             levels.append((bounds, c, radius, av, sxn - np.einsum("ki,kj->kij", c, av)))
-        self.levels = levels[::-1]
+        self.levels = [
+            (bounds, self._pack(c, radius, av, m)) for bounds, c, radius, av, m in levels[::-1]
+        ]
 
-    def __call__(self, points: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Winding numbers (Q,) of points (Q, 3)."""
+    def _pack(self, c, radius, area_vec, moment) -> np.ndarray:
+        """Per-node row (K, 13): centre, (beta·radius)², area vector, symmetric moment part
+        (xx, yy, zz, xy, xz, yz): all the far-field expansion needs, gathered in one go."""
+        sym = 0.5 * (moment + moment.transpose(0, 2, 1))
+        return np.column_stack(
+            [c, (self.beta * radius) ** 2, area_vec, sym[:, 0, 0], sym[:, 1, 1], sym[:, 2, 2],
+             sym[:, 0, 1], sym[:, 0, 2], sym[:, 1, 2]]
+        )  # fmt: skip
+
+    def __call__(
+        self, points: np.ndarray, beta: float | None = None, chunk: int = 4096
+    ) -> np.ndarray:
+        """Winding numbers (Q,) of points (Q, 3); `beta` overrides the far-field distance."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        scale = 1.0 if beta is None else (beta / self.beta) ** 2
         out = np.empty(len(points))
         for lo in range(0, len(points), chunk):
-            out[lo : lo + chunk] = self._query(points[lo : lo + chunk])
+            out[lo : lo + chunk] = self._query(points[lo : lo + chunk], scale)
         return out
 
-    def _query(self, q: np.ndarray) -> np.ndarray:
+    def _query(self, q: np.ndarray, far_scale: float = 1.0) -> np.ndarray:
         total = np.zeros(len(q))
+        qx, qy, qz = (np.ascontiguousarray(q[:, i]) for i in range(3))
         qi = np.arange(len(q))
         node = np.zeros(len(q), dtype=np.int64)
         last = len(self.levels) - 1
-        for level, (bounds, c, radius, av, moment) in enumerate(self.levels):
-            r = c[node] - q[qi]  # (P, 3)
-            d2 = (r * r).sum(axis=1)
-            far = d2 > (self.beta * radius[node]) ** 2
+        # descend two levels at a time (a 4-ary tree): fewer, larger frontier steps
+        visit = [*range(0, last, 2), last]
+        for i, level in enumerate(visit):
+            bounds, data = self.levels[level]
+            d = data[node, :4]
+            rx, ry, rz = d[:, 0] - qx[qi], d[:, 1] - qy[qi], d[:, 2] - qz[qi]
+            d2 = rx * rx + ry * ry + rz * rz
+            far = d2 > d[:, 3] * far_scale
             if far.any():
-                rf, d2f, nf = r[far], d2[far], node[far]
-                inv3 = d2f**-1.5
-                m = moment[nf]
-                trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-                rmr = np.einsum("pi,pij,pj->p", rf, m, rf)
-                val = ((rf * av[nf]).sum(axis=1) + trace) * inv3 - 3.0 * rmr * inv3 / d2f
+                d = data[node[far], 4:]
+                rx, ry, rz, d2 = rx[far], ry[far], rz[far], d2[far]
+                inv3 = d2**-1.5
+                trace = d[:, 3] + d[:, 4] + d[:, 5]
+                rsr = (
+                    d[:, 3] * rx * rx + d[:, 4] * ry * ry + d[:, 5] * rz * rz
+                    + 2.0 * (d[:, 6] * rx * ry + d[:, 7] * rx * rz + d[:, 8] * ry * rz)
+                )  # fmt: skip
+                val = (rx * d[:, 0] + ry * d[:, 1] + rz * d[:, 2] + trace - 3.0 * rsr / d2) * inv3
                 total += np.bincount(qi[far], weights=val, minlength=len(q))
             qi, node = qi[~far], node[~far]
             if len(qi) == 0:
                 break
             if level < last:
-                qi = np.repeat(qi, 2)
-                node = (np.repeat(node, 2) * 2) + np.tile([0, 1], len(node))
+                fan = 2 ** (visit[i + 1] - level)
+                qi = np.repeat(qi, fan)
+                node = np.repeat(node, fan) * fan + np.tile(np.arange(fan), len(node))
                 continue
             # leaves: exact sum over each leaf's triangles
             span = np.arange(self.leaf + 1)
@@ -178,9 +201,9 @@ class WindingNumber:
                 total += np.bincount(qq, weights=np.where(valid, ang, 0.0).sum(1), minlength=len(q))
         return total / FOUR_PI
 
-    def contains(self, points: np.ndarray) -> np.ndarray:
+    def contains(self, points: np.ndarray, beta: float | None = None) -> np.ndarray:
         """Boolean (Q,): winding number above 0.5."""
-        return self(points) > 0.5
+        return self(points, beta) > 0.5
 
 
 def point_triangle_distance(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
