@@ -119,6 +119,29 @@ def test_prepare_obman_counts_and_reasons(obman, tmp_path):
     np.testing.assert_allclose(s["K"], OBMAN_K, atol=1e-6)
 
 
+def test_prepare_obman_wrong_hand_model_is_one_line(obman, tmp_path):
+    from gsdf_data.cli import main
+
+    standin = importlib.util.spec_from_file_location(
+        "fixtures_dexycb", Path(__file__).with_name("fixtures_dexycb.py")
+    )
+    mod = importlib.util.module_from_spec(standin)
+    standin.loader.exec_module(mod)
+    mano = mod.write_mano_standin(tmp_path / "MANO_RIGHT.pkl")
+    import pickle
+
+    d = pickle.loads(mano.read_bytes(), encoding="latin1")
+    d["v_template"] = d["v_template"][:-1]  # another vertex count than the data
+    d["weights"], d["J_regressor"] = d["weights"][:-1], d["J_regressor"][:, :-1]
+    d["posedirs"], d["shapedirs"] = d["posedirs"][:-1], d["shapedirs"][:-1]
+    d["f"] = d["f"][(d["f"] < len(d["v_template"])).all(1)]
+    mano.write_bytes(pickle.dumps(d, protocol=2))
+    args = ["prepare", "obman", "--root", str(obman["root"]), "--shapenet", str(obman["shapenet"])]
+    res = CliRunner().invoke(main, [*args, "--mano", str(mano), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "verts_3d has" in res.output and "--mano" in res.output
+
+
 def test_prepare_obman_user_errors(tmp_path):
     from gsdf_data.cli import main
 

@@ -105,10 +105,11 @@ def obman(root, shapenet, mano, split, **kw):
     On the real train split with the reference thresholds, 87,190 samples are kept.
     """
     from gsdf_data.datasets.common import HandSpec
-    from gsdf_data.datasets.obman import obman_tasks
+    from gsdf_data.datasets.obman import check_hand_model, obman_tasks
 
     try:
         tasks, drops = obman_tasks(root, shapenet, split, HandSpec(mano, True, "obman"))
+        check_hand_model(tasks)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     # the reference filters the training pairs only; all 6,285 test samples are evaluated
@@ -151,12 +152,13 @@ def synth(root, mano, split, **kw):
     from pathlib import Path
 
     from gsdf_data.datasets.common import HandSpec
-    from gsdf_data.datasets.obman import obman_tasks
+    from gsdf_data.datasets.obman import check_hand_model, obman_tasks
 
     try:
         tasks, drops = obman_tasks(
             root, Path(root) / "shapenet", split, HandSpec(mano, True, "obman")
         )
+        check_hand_model(tasks)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     _run(f"synth {split}", tasks, drops, kw)

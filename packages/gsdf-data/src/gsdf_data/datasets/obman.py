@@ -178,6 +178,22 @@ class ObManTask:
         )
 
 
+def check_hand_model(tasks: list[ObManTask]) -> None:
+    """Raise ValueError (one line) when the first sample's `verts_3d` does not fit the hand
+    model of the tasks (e.g. the real ObMan read without --mano)."""
+    if not tasks:
+        return
+    meta = read_meta(tasks[0].meta_path)
+    hand = tasks[0].hand.load()
+    n = len(meta["verts_3d"])
+    if n != int(hand.num_vertices):
+        what = "the procedural hand" if tasks[0].hand.mano is None else "the given MANO"
+        raise ValueError(
+            f"{tasks[0].meta_path}: verts_3d has {n} vertices, {what} has "
+            f"{int(hand.num_vertices)}; pass the hand model the data was made with (--mano)"
+        )
+
+
 def obman_tasks(
     root: str | Path,
     shapenet_root: str | Path,
