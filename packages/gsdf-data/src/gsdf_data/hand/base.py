@@ -32,7 +32,8 @@ MIRROR_AA = np.array([1.0, -1.0, -1.0])
 
 @dataclass
 class HandOutput:
-    """vertices (B, V, 3); joints (B, 16, 3) MANO order; transforms (B, 16, 4, 4) global
+    """vertices (B, V, 3) (possibly a non-contiguous view, see `kinematics.lbs`; None with
+    skin=False); joints (B, 16, 3) MANO order; transforms (B, 16, 4, 4) global
     joint transforms (rotation = global joint rotation, translation = joint position);
     keypoints (B, 21, 3) paper order. Tensors, or NumPy arrays from `forward_numpy`."""
 

@@ -206,7 +206,8 @@ def lbs(
 
     vertices: (V, 3) shared or (B, V, 3) per-pose rest vertices (shaped, pose-corrected);
     weights: (V, 16); transforms: (B, 16, 4, 4) global joint transforms from
-    `forward_kinematics`; joints_rest: (B, 16, 3) or (16, 3). Returns (B, V, 3).
+    `forward_kinematics`; joints_rest: (B, 16, 3) or (16, 3). Returns (B, V, 3), for shared
+    vertices a non-contiguous view (use .reshape, or .contiguous() before .view).
     """
     B = transforms.shape[0]
     V = weights.shape[0]
@@ -217,10 +218,11 @@ def lbs(
     vh = torch.cat([vertices, ones], dim=-1)  # (V, 4) or (B, V, 4)
     if vh.dim() == 2:
         # out[b,v,c] = sum_(j,k) W[v,j] vh[v,k] A[b,j,c,k]: one GEMM with K = 64 and no
-        # (B, V, 12) intermediate (memory traffic, not arithmetic, bounds this on a CPU)
+        # (B, V, 12) intermediate. Memory traffic, not arithmetic, bounds this on a CPU, so
+        # the result stays the (B, V, 3) view of the GEMM's (V, B, 3) output (not contiguous).
         Q = (weights[:, :, None] * vh[:, None, :]).reshape(V, 64)
-        X = A.permute(0, 2, 1, 3).reshape(B * 3, 64)
-        return (X @ Q.T).view(B, 3, V).transpose(1, 2).contiguous()
+        XT = A.permute(1, 3, 0, 2).reshape(64, B * 3)
+        return (Q @ XT).view(V, B, 3).transpose(0, 1)
     M = torch.matmul(weights, A.reshape(B, 16, 12)).view(B, V, 3, 4)
     return (M @ vh[..., None])[..., 0]
 
