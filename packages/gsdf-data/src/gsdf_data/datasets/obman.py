@@ -10,6 +10,8 @@ ObMan's conventions, converted once here:
   `coords_2d` are the OpenCV-frame joints projected with them.
 - Depth PNGs hold 1..255 (0: background) in channels all/hand/object; the stored
   `depth_min`/`depth_max` are swapped, so z = (v - 1)/254 · (depth_min - depth_max) + depth_max.
+- `side` "left" (if any): `verts_3d` is already a left hand, so the right model's faces are
+  used with the opposite winding; the joint rotations are then unknown (NaN).
 - Objects are ShapeNetCore.v2 `<class_id>/<sample_id>/models/model_normalized.obj` (not
   watertight); the object pose is the rotation part of `affine_transform` (scale removed) and
   the object centre its translation, both in the OpenCV frame.
@@ -138,10 +140,11 @@ class ObManTask:
             meta = read_meta(self.meta_path)
         except (OSError, pickle.UnpicklingError, EOFError) as e:
             raise SampleError(f"unreadable meta file: {self.meta_path}: {e}") from e
-        if str(meta.get("side", "right")) != "right":
-            raise SampleError("left hand")
+        left = str(meta.get("side", "right")) == "left"
         hand = self.hand.load()
         faces = hand_faces(hand)
+        if left:  # stored vertices are already mirrored: only the winding flips
+            faces = faces[:, ::-1].copy()
         verts = to_camera(meta["verts_3d"])
         if int(faces.max()) >= len(verts):
             raise SampleError(
@@ -170,7 +173,7 @@ class ObManTask:
             image=image,
             K=OBMAN_K,
             joints=joints,
-            hand_rotmats=ik_rotmats(hand, joints),
+            hand_rotmats=np.full((16, 3, 3), np.nan) if left else ik_rotmats(hand, joints),
             obj_center=centre,
             obj_pose=pose,
             seq_id=seq_id,
