@@ -2,4 +2,5 @@
 
 from gsdf_eval.cli import main
 
-main(prog_name="gsdf-eval")
+if __name__ == "__main__":
+    main(prog_name="gsdf-eval")
