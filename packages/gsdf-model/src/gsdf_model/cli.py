@@ -106,9 +106,17 @@ def train_cmd(
 @click.option(
     "--gt-wrist/--pred-wrist", default=True, show_default=True, help="Wrist for the SDF frame."
 )
+@click.option(
+    "--component",
+    type=click.Choice(["largest", "anchored"]),
+    default="largest",
+    show_default=True,
+    help="Keep the largest connected component (reference) or the one at the prediction.",
+)
+@click.option("--split", default="test", show_default=True, help="Split folder under --data.")
 @click.option("--limit", type=int, help="Only the first N samples.")
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
-def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, limit, device):
+def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, component, split, limit, device):
     """Meshes and predicted joints for the test split (resumes; skips finished samples)."""
     from gsdf_model.reconstruct import reconstruct
 
@@ -120,6 +128,8 @@ def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, limit, device):
             resolution=resolution,
             wrist="gt" if gt_wrist else "pred",
             device=device,
+            component=component,
+            split=split,
             limit=limit,
         )
     except _user_errors() as err:
@@ -135,14 +145,15 @@ def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, limit, device):
     "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
 )
 @click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--split", default="test", show_default=True, help="Split folder under --data.")
 @click.option("--limit", type=int, help="Only the first N samples.")
-def export_gt_cmd(data, out, limit):
+def export_gt_cmd(data, out, split, limit):
     """Write the test split's GT meshes, joints and object centres in the layout of
     `reconstruct`, for `gsdf-eval run PRED GT`."""
     from gsdf_model.reconstruct import export_gt
 
     try:
-        s = export_gt(data, out, limit=limit)
+        s = export_gt(data, out, split=split, limit=limit)
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"exported {s['written']} samples ({s['skipped']} already there) → {s['out']}")

@@ -84,25 +84,49 @@ def _done(out_dir: Path, sample_id: str) -> bool:
     return all((out_dir / f"{stem}{s}").is_file() for s in ("_hand.ply", "_obj.ply", ".json"))
 
 
-def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The connected component with the most faces (vertices re-indexed, unused dropped)."""
+def _components(faces: np.ndarray, n_verts: int) -> np.ndarray:
+    """Connected-component label of each face (faces sharing a vertex are connected)."""
     import scipy.sparse
     from scipy.sparse.csgraph import connected_components
 
-    if len(faces) == 0:
-        return verts, faces
-    n = len(verts)
     rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
     cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_verts, n_verts))
     _, labels = connected_components(graph, directed=False)
-    face_label = labels[faces[:, 0]]
-    keep = face_label == np.bincount(face_label).argmax()
+    return labels[faces[:, 0]]
+
+
+def _keep_faces(verts: np.ndarray, faces: np.ndarray, keep: np.ndarray):
     faces = faces[keep]
     used = np.unique(faces)
-    remap = np.full(n, -1, dtype=np.int64)
+    remap = np.full(len(verts), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     return verts[used], remap[faces]
+
+
+def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The connected component with the most faces (vertices re-indexed, unused dropped)."""
+    if len(faces) == 0:
+        return verts, faces
+    label = _components(faces, len(verts))
+    return _keep_faces(verts, faces, label == np.bincount(label).argmax())
+
+
+def anchored_component(
+    verts: np.ndarray, faces: np.ndarray, anchor: np.ndarray, min_share: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The component nearest to `anchor` (3,) among those with at least `min_share` of the
+    largest one's faces: what the network put at the predicted hand (or object), rather
+    than a larger spurious surface elsewhere in the cube."""
+    if len(faces) == 0:
+        return verts, faces
+    label = _components(faces, len(verts))
+    sizes = np.bincount(label)
+    dist = np.full(len(sizes), np.inf)
+    d_vert = np.linalg.norm(verts - np.asarray(anchor), axis=1)
+    np.minimum.at(dist, label, d_vert[faces[:, 0]])
+    dist[sizes < min_share * sizes.max()] = np.inf
+    return _keep_faces(verts, faces, label == int(np.argmin(dist)))
 
 
 def grid_points(lo: np.ndarray, hi: np.ndarray, res: int) -> np.ndarray:
@@ -116,22 +140,27 @@ def grid_points(lo: np.ndarray, hi: np.ndarray, res: int) -> np.ndarray:
 @dataclass(frozen=True)
 class MeshingConfig:
     """resolution: grid points per axis in each pass; extent: half side (m) of the first
-    pass's cube around the wrist; chunk: query points per network call."""
+    pass's cube around the wrist; chunk: query points per network call; component: which
+    connected component to keep, "largest" (the reference) or "anchored" (the one nearest
+    the predicted wrist / object centre, among the sizeable ones)."""
 
     resolution: int = 128
     extent: float = 0.3
     chunk: int = 65536
+    component: str = "largest"
 
 
 def extract_surface(
     sdf_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     center: np.ndarray,
     cfg: MeshingConfig,
+    anchors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Zero level sets of two SDFs (hand, object) by two-pass marching cubes.
 
     sdf_fn: camera-frame points (M, 3) → (sdf_hand (M,), sdf_obj (M,)) in metres.
-    center: (3,) centre of the first-pass cube. Returns per shape (verts (V, 3) camera
+    center: (3,) centre of the first-pass cube. anchors: (hand, object) points (3,) for
+    cfg.component == "anchored" (default: the cube's centre for both). Returns per shape (verts (V, 3) camera
     frame, faces (F, 3)) — the largest connected component — or None without a surface.
     """
     from skimage.measure import marching_cubes
@@ -158,7 +187,12 @@ def extract_surface(
         verts, faces, _, _ = marching_cubes(
             fine.astype(np.float32), level=0.0, spacing=tuple(step2)
         )
-        verts, faces = largest_component(verts.astype(np.float64) + lo2, faces.astype(np.int64))
+        verts, faces = verts.astype(np.float64) + lo2, faces.astype(np.int64)
+        if cfg.component == "anchored":
+            anchor = center if anchors is None else anchors[k]
+            verts, faces = anchored_component(verts, faces, anchor)
+        else:
+            verts, faces = largest_component(verts, faces)
         results.append((verts, faces))
     return results
 
@@ -183,6 +217,8 @@ def reconstruct(
     wrist: str = "gt",
     device: str | torch.device = "cpu",
     extent: float | None = None,
+    component: str = "largest",
+    split: str = "test",
     limit: int | None = None,
     progress: bool = True,
     build: Callable[[Any], torch.nn.Module] | None = None,
@@ -192,11 +228,15 @@ def reconstruct(
 
     wrist: "gt" (the reference protocol: GT wrist for the SDF frame) or "pred".
     extent: half side (m) of the first-pass cube; default 2 / recon_scale (the network's
-    SDF cube) when the model has one, else 0.3 m. limit: only the first `limit` samples.
+    SDF cube) when the model has one, else 0.3 m. component: "largest" (reference) or
+    "anchored" (see MeshingConfig). split: which split of `data` (when it has
+    train/ and test/ folders). limit: only the first `limit` samples.
     Summary: {"written", "skipped", "empty_hand", "empty_obj", "out"}.
     """
     if wrist not in ("gt", "pred"):
         raise UserError(f"wrist must be 'gt' or 'pred', not {wrist!r}")
+    if component not in ("largest", "anchored"):
+        raise UserError(f"component must be 'largest' or 'anchored', not {component!r}")
     if resolution < 8:
         raise UserError(f"resolution {resolution} is too small (at least 8)")
     device = parse_device(device)
@@ -206,10 +246,10 @@ def reconstruct(
     if extent is None:
         scale = getattr(cfg, "recon_scale", None)
         extent = 2.0 / float(scale) if scale else 0.3
-    mcfg = MeshingConfig(resolution=int(resolution), extent=float(extent))
+    mcfg = MeshingConfig(resolution=int(resolution), extent=float(extent), component=component)
 
     if shards is None:
-        split_dir = resolve_split(data, "test")
+        split_dir = resolve_split(data, split)
         try:
             shards = open_shards(split_dir)
         except (FileNotFoundError, OSError, ValueError) as err:
@@ -225,7 +265,7 @@ def reconstruct(
     if progress:
         from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc="reconstruct", dynamic_ncols=True)
+        indices = tqdm(indices, desc="reconstruct", dynamic_ncols=True, disable=None)
     for i in indices:
         item = dataset[i]
         if _done(out, item["sample_id"]):
@@ -252,7 +292,7 @@ def reconstruct(
                     os_.append(o[0].float().cpu().numpy())
                 return np.concatenate(hs), np.concatenate(os_)
 
-            hand, obj = extract_surface(sdf_fn, centre, mcfg)
+            hand, obj = extract_surface(sdf_fn, centre, mcfg, anchors=(centre, obj_center))
         extra = {"wrist": wrist, "empty_hand": hand is None, "empty_obj": obj is None}
         if hand is None:
             summary["empty_hand"] += 1
@@ -279,14 +319,15 @@ _GT_KEYS = (
 def export_gt(
     data: str | Path,
     out: str | Path,
+    split: str = "test",
     limit: int | None = None,
     progress: bool = True,
     shards: Any = None,
 ) -> dict[str, Any]:
-    """Write the test split's ground truth (meshes, joints, object centre) in the layout
+    """Write a split's (default: test) ground truth (meshes, joints, object centre) in the layout
     `reconstruct` writes. Summary: {"written", "skipped", "out"}."""
     if shards is None:
-        split_dir = resolve_split(data, "test")
+        split_dir = resolve_split(data, split)
         try:
             shards = open_shards(split_dir)
         except (FileNotFoundError, OSError, ValueError) as err:
@@ -299,7 +340,7 @@ def export_gt(
     if progress:
         from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc="export-gt", dynamic_ncols=True)
+        indices = tqdm(indices, desc="export-gt", dynamic_ncols=True, disable=None)
     for i in indices:
         s = fetch_sample(shards, i, _GT_KEYS)
         if _done(out, s["sample_id"]):

@@ -467,6 +467,7 @@ def train(
                     desc=f"stage {stage} epoch {epoch + 1}/{total_epochs}",
                     leave=False,
                     dynamic_ncols=True,
+                    disable=None,  # no bar when stderr is not a terminal (logs, CI)
                 )
             t0 = time.perf_counter()
             for step, batch in enumerate(bar if bar is not None else loader):
