@@ -108,10 +108,13 @@ def run() -> dict:
             rows.append({"task": f"run, {n_samples} samples", "jobs": jobs, "wall_s": wall,
                          "samples_per_s": n_samples / wall})  # fmt: skip
     speedup = rows[-1]["samples_per_s"] / rows[-2]["samples_per_s"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     notes += [
+        f"load average when done: {load:.1f} on {os.cpu_count()} cores (wall times include"
+        " waiting for the CPU when other work shares the machine; CPU seconds do not)",
         f"hand mesh {len(hg.vertices)} vertices / {len(hg.faces)} faces; object {len(og.faces)} faces",
         "pair includes surface sampling, ICP, hand and object Chamfer/F-score, penetration and intersection volume",
-        f"run with 2 jobs: {speedup:.2f}x the throughput of 1 job on {os.cpu_count()} cores",
+        f"run with 2 jobs: {speedup:.2f}x the throughput of 1 job",
         "ICP stops early when an update moves the prediction by < 1 µm or no correspondence changes;"
         " icp_iterations is what ran (cap 100)",
     ]
