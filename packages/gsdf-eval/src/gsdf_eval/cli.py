@@ -33,8 +33,20 @@ def main() -> None:
 @click.option("--obj-pred", type=click.Path(dir_okay=False), help="Predicted object mesh.")
 @click.option("--obj-gt", type=click.Path(dir_okay=False), help="Ground-truth object mesh.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the surface sampling.")
-@click.option("--points", default=30_000, show_default=True, help="Surface samples per mesh.")
-@click.option("--iters", default=100, show_default=True, help="Maximum ICP iterations.")
+@click.option(
+    "--points",
+    default=30_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Surface samples per mesh.",
+)
+@click.option(
+    "--iters",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Maximum ICP iterations.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
     """Score one prediction against its ground truth.
@@ -92,8 +104,20 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
     "--jobs", "-j", default=1, show_default=True, help="Parallel worker processes (-1: all cores)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the surface sampling.")
-@click.option("--points", default=30_000, show_default=True, help="Surface samples per mesh.")
-@click.option("--iters", default=100, show_default=True, help="Maximum ICP iterations.")
+@click.option(
+    "--points",
+    default=30_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Surface samples per mesh.",
+)
+@click.option(
+    "--iters",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Maximum ICP iterations.",
+)
 @click.option(
     "--on-error",
     type=click.Choice(["stop", "skip"]),
@@ -114,6 +138,10 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
     from gsdf_eval.run import EvalSettings, run_set
     from gsdf_eval.table import Run, render
 
+    if jobs == 0:
+        raise click.ClickException(
+            "--jobs must be a positive number of processes, or -1 for all cores"
+        )
     settings = EvalSettings(n_points=points, max_iter=iters, seed=seed)
     try:
         summary = run_set(
