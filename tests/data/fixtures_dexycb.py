@@ -33,8 +33,10 @@ YCB_IDS = [2, 5, 14]  # cracker box, mustard bottle, mug
 GRASP_IND = 1  # the mustard bottle
 
 
-def write_mano_standin(path: Path) -> Path:
-    """A MANO-format pickle (plain NumPy arrays) built from the procedural hand."""
+def write_mano_standin(path: Path, drop: int = 0) -> Path:
+    """A MANO-format pickle (plain NumPy arrays) built from the procedural hand; `drop` > 0
+    leaves out its last vertices (a model whose vertex count differs from the procedural
+    hand's)."""
     from gsdf_data.hand import PARENTS
     from gsdf_data.hand.procedural import procedural_arrays
 
@@ -59,6 +61,12 @@ def write_mano_standin(path: Path) -> Path:
         "hands_mean": rng.normal(0.0, 0.05, 45),
         "kintree_table": np.stack([parents, np.arange(16)]),
     }
+    if drop:
+        keep = V - drop
+        for k in ("v_template", "weights", "posedirs", "shapedirs"):
+            d[k] = d[k][:keep]
+        d["J_regressor"] = d["J_regressor"][:, :keep]
+        d["f"] = d["f"][(d["f"] < keep).all(axis=1)]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump(d, f, protocol=2)

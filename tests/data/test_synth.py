@@ -153,3 +153,28 @@ def test_preview_cli(tmp_path):
     assert img.shape == (256, 1024, 3)
     res = CliRunner().invoke(main, ["synth", "--samples", "2", "--objects", "shapenet"])
     assert res.exit_code != 0 and "unknown object source" in res.output
+
+
+def test_synth_with_a_mano_file_and_prepare_needs_it(tmp_path):
+    """The MANO code path (a stand-in file in MANO's layout): grasps touch, and `prepare
+    synth` reads the data with the same --mano and refuses it without."""
+    import importlib.util
+
+    from gsdf_data.cli import main
+
+    path = Path(__file__).with_name("fixtures_dexycb.py")
+    spec = importlib.util.spec_from_file_location("fixtures_dexycb", path)
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    mano = fx.write_mano_standin(tmp_path / "MANO_RIGHT.pkl", drop=1)  # not 2,800 vertices
+    cfg = SynthConfig(samples=2, seq_len=1, seed=3, mano=str(mano), objects="procedural",
+                      test_fraction=0.0)  # fmt: skip
+    summary = write_dataset(cfg, tmp_path / "d", progress=False)
+    assert summary["grasp"]["in_contact_fraction"] == 1.0
+    assert summary["grasp"]["penetration_mm"]["max"] < 6.0
+    args = ["prepare", "synth", "--root", str(tmp_path / "d"), "--points", "4000"]
+    res = CliRunner().invoke(main, [*args, "--mano", str(mano), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "kept 2 of 2" in res.output
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])  # procedural hand
+    assert res.exit_code != 0 and "--mano" in res.output and "Traceback" not in res.output

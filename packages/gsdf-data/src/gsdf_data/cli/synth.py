@@ -16,7 +16,14 @@ import click
     show_default=True,
     help="Object sources: procedural, pybullet, all, or auto (pybullet when installed).",
 )
-@click.option("--test-fraction", default=0.2, show_default=True, help="Share of test sequences.")
+@click.option(
+    "--test-fraction",
+    "--split-test-fraction",
+    "test_fraction",
+    default=0.2,
+    show_default=True,
+    help="Share of test sequences.",
+)
 @click.option("--shards", is_flag=True, help="Write HDF5 shards (OUT/shards/{train,test}).")
 @click.option("--jobs", default=1, show_default=True, help="Worker processes.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
