@@ -95,10 +95,8 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
 @click.option(
     "--out",
     "out_dir",
-    default="eval-out",
-    show_default=True,
     type=click.Path(file_okay=False),
-    help="Output directory (per_sample.csv, summary.json).",
+    help="Output directory for per_sample.csv and summary.json [default: runs/<PRED_DIR's name>].",
 )
 @click.option(
     "--jobs", "-j", default=1, show_default=True, help="Parallel worker processes (-1: all cores)."
@@ -142,6 +140,10 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
         raise click.ClickException(
             "--jobs must be a positive number of processes, or -1 for all cores"
         )
+    from pathlib import Path
+
+    if out_dir is None:
+        out_dir = Path("runs") / Path(pred_dir).resolve().name
     settings = EvalSettings(n_points=points, max_iter=iters, seed=seed)
     try:
         summary = run_set(
@@ -149,8 +151,6 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
         )
     except EvalInputError as exc:
         raise _fail(exc) from None
-    from pathlib import Path
-
     click.echo(render([Run(summary["name"], summary, Path(out_dir))], "md"), nl=False)
     for item in summary["skipped"]:
         click.echo(f"skipped {item['id']}: {item['reason']}", err=True)
