@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 
 import torch
@@ -52,16 +53,19 @@ def _step_fn(net, batch, stage, opt, amp_dtype, device_type):
     return step
 
 
-def _time(step, sync, min_seconds: float, warmup: int, max_iters: int) -> tuple[float, int]:
+def _time(step, sync, min_seconds: float, warmup: int, max_iters: int) -> list[float]:
+    """Seconds per step, one entry per timed step (at least 2)."""
     for _ in range(warmup):
         step()
     sync()
-    n, t0 = 0, time.perf_counter()
-    while n < max_iters and (n < 2 or time.perf_counter() - t0 < min_seconds):
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iters and (len(times) < 2 or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
         step()
-        n += 1
-    sync()
-    return (time.perf_counter() - t0) / n, n
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _case(
@@ -94,9 +98,10 @@ def _case(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sec, n = _time(
+    times = _time(
         step, sync, min_seconds, warmup + (3 if mode.endswith("compile") else 0), max_iters
     )
+    sec, best = statistics.median(times), min(times)
     row = {
         "device": "cuda" if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
         "preset": preset,
@@ -104,8 +109,9 @@ def _case(
         "mode": mode,
         "batch": batch_size,
         "samples_per_s": batch_size / sec,
+        "best_samples_per_s": batch_size / best,
         "ms_per_step": 1000 * sec,
-        "iters": n,
+        "iters": len(times),
     }
     if device.type == "cuda":
         row["peak_mem_GiB"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -115,6 +121,7 @@ def _case(
 def run() -> dict:
     # Threads as the environment sets them (`nox -s bench` sets OMP_NUM_THREADS=1): on a
     # shared machine more threads than free cores is slower, not faster.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows, notes = [], [f"CPU: {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"]
     cpu = torch.device("cpu")
     for preset, stage, bs in CPU_CASES:
@@ -138,6 +145,11 @@ def run() -> dict:
                 torch.cuda.empty_cache()
     else:
         notes.append("no CUDA device here: CPU rows only")
+    if hasattr(os, "getloadavg"):
+        notes.append(
+            f"1-min load average {load:.1f} before the CPU rows, {os.getloadavg()[0]:.1f} after: "
+            "on a shared machine the median (samples_per_s) varies run to run, the best step less"
+        )
     params = {}
     for name in PRESETS:
         counts = parameter_counts(GSDFNet(get_preset(name), ik=_identity_ik))

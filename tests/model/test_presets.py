@@ -39,7 +39,16 @@ def _diff(a: ModelConfig, b: ModelConfig) -> set[str]:
 
 
 def test_ablations_change_only_their_factor():
-    base = get_preset("dexycb")
+    main = get_preset("dexycb")
+    assert (main.hand_kinematics, main.obj_kinematics, main.visual, main.backbone) == (
+        "k3",
+        "ko3",
+        "v2",
+        "asymmetric",
+    )
+    assert _diff(get_preset("obman"), main) == {"name", "recon_scale"}
+    # the paper's ablation baseline: K3, Ko3, V1, asymmetric (Tables 1, 2, 4)
+    base = main.replace(visual="v1")
     for k in ("k1", "k2", "k3"):
         assert _diff(get_preset(k), base) <= {"name", "hand_kinematics"}
     for k in ("ko1", "ko2", "ko3"):
@@ -47,15 +56,11 @@ def test_ablations_change_only_their_factor():
     for k in ("v1", "v2", "v3"):
         assert _diff(get_preset(k), base) <= {"name", "visual"}
     assert _diff(get_preset("v4"), base) == {"name", "visual", "n_frames"}
+    assert _diff(get_preset("dexycb-video"), get_preset("v4")) == {"name"}
     for k in ("single", "symmetric", "asymmetric"):
         assert _diff(get_preset(k), base) <= {"name", "backbone"}
-    # the paper's defaults: K3, Ko3, V1, asymmetric
-    assert (base.hand_kinematics, base.obj_kinematics, base.visual, base.backbone) == (
-        "k3",
-        "ko3",
-        "v1",
-        "asymmetric",
-    )
+    assert get_preset("k1").hand_kinematics == "k1" and get_preset("ko2").obj_kinematics == "ko2"
+    assert get_preset("single").backbone == "single"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -3,8 +3,8 @@
 A variant of the network is a configuration, never a copy of the code. The presets are the
 paper's models (`obman`, `dexycb`, `dexycb-video`), the ablations of §4.4 (`k1`…`k3`,
 `ko1`…`ko3`, `v1`…`v4`, `single`, `symmetric`, `asymmetric`, all on DexYCB settings with
-the paper's defaults K3 / Ko3 / V1 / asymmetric for the parts they do not ablate) and `tiny`
-(same code paths, narrow widths, fast on a CPU).
+the paper's ablation baseline K3 / Ko3 / V1 / asymmetric for the parts they do not vary)
+and `tiny` (same code paths, narrow widths, fast on a CPU).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ModelConfig:
     hand_kinematics: str = "k3"  # k1: x; k2: + x in the wrist frame; k3: + all 16 joint frames
     obj_kinematics: str = "ko3"  # ko1: x; ko2: + x - centre; ko3: + x - 21 joints, wrist frame
     # visual features (paper Table 3)
-    visual: str = "v1"  # v1 global, v2 local, v3 local + spatial transformer, v4 + temporal
+    visual: str = "v2"  # v1 global, v2 local, v3 local + spatial transformer, v4 + temporal
     visual_dim: int = 256  # d of the 16×16×d SDF feature map
     visual_add_feats: bool = True  # append depth and view direction to sampled features
     transformer_dim: int = 256
@@ -141,22 +141,26 @@ class ModelConfig:
 
 
 def _presets() -> dict[str, ModelConfig]:
-    obman = ModelConfig(name="obman", recon_scale=7.0)
-    dexycb = ModelConfig(name="dexycb", recon_scale=6.2)
+    # The image models use geometry-aligned local features (V2), as the reference's image
+    # code does; the video model adds the spatio-temporal transformer (V4).
+    obman = ModelConfig(name="obman", recon_scale=7.0, visual="v2")
+    dexycb = ModelConfig(name="dexycb", recon_scale=6.2, visual="v2")
     p = {
         "obman": obman,
         "dexycb": dexycb,
         "dexycb-video": dexycb.replace(name="dexycb-video", visual="v4", n_frames=3),
     }
-    # Ablations (paper §4.4, all on DexYCB; defaults K3, Ko3, V1, asymmetric).
+    # Ablations (paper §4.4, on DexYCB): each varies one factor of the paper's ablation
+    # baseline K3 + Ko3 + V1 + asymmetric (Tables 1, 2 and 4 use V1; Table 3 varies V).
+    base = dexycb.replace(visual="v1")
     for k in HAND_KINEMATICS:
-        p[k] = dexycb.replace(name=k, hand_kinematics=k)
+        p[k] = base.replace(name=k, hand_kinematics=k)
     for k in OBJ_KINEMATICS:
-        p[k] = dexycb.replace(name=k, obj_kinematics=k)
+        p[k] = base.replace(name=k, obj_kinematics=k)
     for v in VISUAL_VARIANTS:
-        p[v] = dexycb.replace(name=v, visual=v, n_frames=3 if v == "v4" else 1)
+        p[v] = base.replace(name=v, visual=v, n_frames=3 if v == "v4" else 1)
     for s in BACKBONE_STRATEGIES:
-        p[s] = dexycb.replace(name=s, backbone=s)
+        p[s] = base.replace(name=s, backbone=s)
     p["tiny"] = ModelConfig(
         name="tiny",
         recon_scale=7.0,
