@@ -143,7 +143,7 @@ def _per_pair(hand, objects, rows, notes):
     # warm up (imports, first BVH build) so that the first pair is not charged for them
     warm = next(iter(objects.values()))[1]
     double_sided_check(warm)
-    sample_points([hand, warm], SamplingConfig(n=1000), sample_id="warm-up")
+    sample_points([hand, warm], SamplingConfig(n=4000, min_per_side=50), sample_id="warm-up")
     for name, (closed, opened) in objects.items():
         t = _clock()
         fres = double_sided_check(opened)
