@@ -12,6 +12,7 @@ from torch import nn
 from gsdf_model.data import InMemoryShards
 from gsdf_model.reconstruct import (
     MeshingConfig,
+    anchored_component,
     export_gt,
     extract_surface,
     file_stem,
@@ -58,6 +59,21 @@ def test_largest_component_keeps_the_big_sphere():
     v, f = largest_component(np.asarray(both.vertices), np.asarray(both.faces))
     assert len(v) == len(a.vertices) and len(f) == len(a.faces)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
+
+
+def test_anchored_component_keeps_the_one_at_the_anchor():
+    big = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    near = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    near.apply_translation([5.0, 0, 0])
+    speck = trimesh.creation.icosphere(subdivisions=0, radius=0.01)
+    speck.apply_translation([5.6, 0, 0])
+    both = trimesh.util.concatenate([big, near, speck])
+    v, f = anchored_component(
+        np.asarray(both.vertices), np.asarray(both.faces), np.array([5.6, 0, 0])
+    )
+    # the speck is nearest but too small; the sizeable sphere at the anchor wins over the largest
+    assert len(f) == len(near.faces)
+    np.testing.assert_allclose(np.linalg.norm(v - [5.0, 0, 0], axis=1), 0.5, atol=1e-6)
 
 
 class SphereNet(nn.Module):
