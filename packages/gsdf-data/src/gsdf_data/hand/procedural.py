@@ -24,7 +24,7 @@ import numpy as np
 
 from gsdf_data.hand.kinematics import FINGER_ROOTS, PARENTS, TIP_PARENTS
 
-GEOMETRY_VERSION = 4
+GEOMETRY_VERSION = 5
 ASSET = Path(__file__).parent / "assets" / "procedural_hand.npz"
 
 # fmt: off
@@ -250,13 +250,22 @@ def generate() -> dict[str, np.ndarray]:
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
     cap = (tri[..., 0].max(1) < _WRIST_CUT + 0.002) & (normals[:, 0] < -0.9)
+    weights = dense_weights[cKDTree(dense.vertices).query(verts)[1]]
+    # order the vertices part by part (palm, then each finger, along x): a part's vertices
+    # are contiguous, which keeps skinning and per-part selections local
+    parts = [[0], [13, 14, 15], [1, 2, 3], [4, 5, 6], [10, 11, 12], [7, 8, 9]]
+    part = np.stack([weights[:, p].sum(1) for p in parts], 1).argmax(1)
+    order = np.lexsort((verts[:, 0], part))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    verts, weights, faces = verts[order], weights[order], rank[faces]
     joints, tips, _ = skeleton()
     return {
         "version": np.array(GEOMETRY_VERSION),
         "vertices": verts,
         "faces": faces,
         "cap": cap,
-        "weights": dense_weights[cKDTree(dense.vertices).query(verts)[1]],
+        "weights": weights,
         "joints": joints.astype(np.float32),
         "tips": tips.astype(np.float32),
     }
