@@ -27,7 +27,19 @@ def _times(fn, sync=lambda: None, repeat: int = 15) -> tuple[float, float]:
     return float(np.min(times)), float(np.median(times))
 
 
-def _rows(device: str) -> list[dict]:
+def _rows(device: str, threads: int | None = None) -> list[dict]:
+    import torch
+
+    default_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _measure(device)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _measure(device: str) -> list[dict]:
     import torch
 
     from gsdf_data.hand import load_hand, random_rotations
@@ -53,6 +65,7 @@ def _rows(device: str) -> list[dict]:
                 {
                     "task": name,
                     "device": device,
+                    "threads": torch.get_num_threads() if device == "cpu" else "",
                     "batch": BATCH,
                     "vertices": hand.num_vertices,
                     "ms (best)": round(1000 * t_min, 2),
@@ -66,11 +79,13 @@ def _rows(device: str) -> list[dict]:
 def run() -> dict:
     import torch
 
-    rows = _rows("cpu")
+    rows = _rows("cpu") + _rows("cpu", threads=1)
     notes = [
         f"CPU: {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; goal for FK + LBS "
         "at batch 1,024: < 50 ms",
         "IK runs in float64 inside (Kabsch by SVD on 5 bones, then 15 swing rotations).",
+        "On a busy machine one torch thread is steadier: with two, every small op waits for "
+        "the slower thread (torch.set_num_threads(1) in data-loading workers).",
     ]
     if torch.cuda.is_available():
         rows += _rows("cuda")
