@@ -145,7 +145,7 @@ class WindingNumber:
         )  # fmt: skip
 
     def __call__(
-        self, points: np.ndarray, beta: float | None = None, chunk: int = 4096
+        self, points: np.ndarray, beta: float | None = None, chunk: int = 1024
     ) -> np.ndarray:
         """Winding numbers (Q,) of points (Q, 3); `beta` overrides the far-field distance."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
