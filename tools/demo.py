@@ -98,7 +98,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", type=int, default=60, help="SDF-stage epochs of the tiny preset")
     ap.add_argument("--pose-epochs", type=int, default=5)
     ap.add_argument("--resolution", type=int, default=48, help="marching-cubes grid per pass")
-    ap.add_argument("--fit-samples", type=int, default=4, help="training frames scored as 'train'")
+    ap.add_argument(
+        "--scored", type=int, default=4, help="frames reconstructed and scored per split"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fresh", action="store_true", help="delete the output directory first")
     args = ap.parse_args(argv)
@@ -127,7 +129,8 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
 
     runs = []
-    for split, limit in (("train", args.fit_samples), ("test", None)):
+    for split in ("train", "test"):
+        limit = args.scored
         pred, gt, base = out / f"pred-{split}", out / f"gt-{split}", out / f"baseline-{split}"
         lim = ["--limit", limit] if limit else []
         step(
@@ -154,7 +157,7 @@ def main(argv: list[str]) -> int:
             step(
                 f"4/5 score {name}",
                 ["gsdf-eval", "run", folder, gt, "--out", out / f"eval-{name}", "--name", name,
-                 "--points", 10000, "--jobs", 2],
+                 "--points", 5000, "--jobs", 2],
                 times,
             )  # fmt: skip
     step("5/5 the table (CD cm², F-scores, Eh/Eo cm)", ["gsdf-eval", "table", *runs], times)

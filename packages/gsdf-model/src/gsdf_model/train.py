@@ -125,7 +125,7 @@ def model_config_for(preset: str):
     try:
         return get_preset(preset)
     except (KeyError, ValueError) as err:
-        raise UserError(f"unknown preset {preset!r}: {err}") from None
+        raise UserError(str(err.args[0]) if err.args else f"unknown preset {preset!r}") from None
 
 
 def is_video(model_cfg: Any) -> bool:
