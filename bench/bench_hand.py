@@ -1,6 +1,6 @@
 """Hand model speed: FK + LBS (the posed mesh) and analytic IK, batch 1,024.
 
-The procedural hand (2,800 vertices) on the CPU, float32, default torch threads; the same on
+The procedural hand (2,000 vertices) on the CPU, float32, default torch threads; the same on
 CUDA when a GPU is present. 15 timed runs after a warm-up: the best run (closest to the
 cost on an otherwise idle machine) and the median.
 """

@@ -10,7 +10,7 @@ from gsdf_data.hand.base import HandModel, mirror_arrays
 
 
 class ProceduralHand(HandModel):
-    """The hand the project ships (see `gsdf_data.hand.procedural`): 2,800 vertices,
+    """The hand the project ships (see `gsdf_data.hand.procedural`): 2,000 vertices,
     watertight, no pose blend shapes, no PCA space, 2 shape coefficients (of 10 slots).
     side="left" mirrors it (x -> -x, see `base.mirror_arrays`)."""
 

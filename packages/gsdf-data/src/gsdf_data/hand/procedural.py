@@ -2,7 +2,7 @@
 16-joint tree, so the whole project runs without MANO.
 
 Geometry: an implicit surface (round cones for phalanges and metacarpals, smooth-unioned into
-a palm, cut flat at the wrist) meshed once with marching cubes and decimated to 2,800
+a palm, cut flat at the wrist) meshed once with marching cubes and decimated to 2,000
 vertices. Skinning weights: a soft-min over the distances from a vertex to the bones it may
 follow (its own finger's bones and the palm), so neighbouring fingers never pull on each
 other. Two shape coefficients: betas[0] scales the hand (+5 % per unit), betas[1] lengthens
@@ -24,7 +24,7 @@ import numpy as np
 
 from gsdf_data.hand.kinematics import FINGER_ROOTS, PARENTS, TIP_PARENTS
 
-GEOMETRY_VERSION = 5
+GEOMETRY_VERSION = 6
 ASSET = Path(__file__).parent / "assets" / "procedural_hand.npz"
 
 # fmt: off
@@ -57,7 +57,7 @@ _WRIST_CUT = -0.022  # x of the flat wrist cap
 _K_PALM = 0.012  # smooth-union radius inside the palm
 _K_FINGER = 0.007  # smooth-union radius between each finger and the palm
 _GRID = 0.0035  # marching-cubes voxel (m)
-_TARGET_VERTS = 2800
+_TARGET_VERTS = 2000
 
 
 def _dir(az_deg: float, el_deg: float = 0.0) -> np.ndarray:
