@@ -173,6 +173,23 @@ def test_losses_are_zero_for_perfect_predictions():
     assert float(net.loss(batch_far, far, 2)["hand_sdf"]) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_sdf_loss_pulls_back_a_prediction_saturated_on_the_wrong_side():
+    """A decoder that starts with every output beyond +clamp must still learn inside points:
+    the loss has to charge it and give a gradient pointing inwards."""
+    from gsdf_model.losses import clamped_l1
+
+    cfg = get_preset("tiny")
+    pred = torch.full((1, 4), 0.9, requires_grad=True)  # network units, far beyond +0.05
+    gt = torch.tensor([[-0.2, -0.001, 0.001, 0.2]])  # metres: inside, inside, outside, far out
+    loss = clamped_l1(pred, gt, cfg)
+    loss.backward()
+    gt_c = (gt * cfg.recon_scale / 2).clamp(-cfg.clamp, cfg.clamp)
+    expected = torch.tensor([[0.9, 0.9, 0.9, cfg.clamp]]) - gt_c
+    assert float(loss) == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert (pred.grad[0, :3] > 0).all()  # descent lowers the three wrong predictions
+    assert float(pred.grad[0, 3]) == 0.0  # beyond the clamp on the right side: no pull
+
+
 def test_real_ik_drives_the_joint_frames():
     torch.manual_seed(0)
     net = GSDFNet(get_preset("tiny")).eval()  # the hand module's IK

@@ -4,7 +4,7 @@ Lengths are scaled by recon_scale/2 before any loss, so pose and SDF terms share
 Stage 1: L_hp (mean squared joint error) + L2 on the object centre + ordinal depth loss over
 the camera axis and n_ordinal_views random views + L1 on the predicted wrist depth.
 Stage 2: L_op + 0.5·L_hsdf + 0.5·L_osdf, SDF terms L1 between predictions and ground truth
-both clamped to ±clamp.
+clamped to ±clamp (see clamped_l1).
 """
 
 from __future__ import annotations
@@ -43,10 +43,19 @@ def stage1_loss(
 
 
 def clamped_l1(pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig) -> Tensor:
-    """Mean |clamp(pred) − clamp(gt)|, network units; pred_net (B,N) network units, gt metres."""
+    """Mean |clamp(pred) − clamp(gt)| in network units; pred_net (B,N) network units, gt metres.
+
+    The prediction is clamped only where it lies beyond the clamp on the same side as the
+    target (there the loss is zero, as DeepSDF's). Clamping it everywhere would also zero the
+    gradient of a prediction beyond the clamp on the wrong side, so a decoder that starts out
+    saturated (all outputs > clamp) would never learn its inside points.
+    """
     c = cfg.clamp
     gt = (gt_metres.float() * (cfg.recon_scale / 2.0)).clamp(-c, c)
-    return (pred_net.float().clamp(-c, c) - gt).abs().mean()
+    pred = pred_net.float()
+    beyond_same_side = (pred * gt.sign() > c) & (gt.abs() >= c)
+    pred = torch.where(beyond_same_side, pred.clamp(-c, c), pred)
+    return (pred - gt).abs().mean()
 
 
 def stage2_loss(
