@@ -46,7 +46,8 @@ class TrainConfig:
 
     Epoch counts are per stage; `lr` restarts at stage 2 and halves every `lr_halve_every`
     epochs within a stage. n_hand / n_obj: SDF points per sample and mesh (half inside,
-    half outside). amp: "auto" (bf16 if the GPU supports it, else fp16; off on CPU),
+    half outside). warmup_steps: linear lr warm-up at the start of each stage (0: none, the
+    paper's schedule). amp: "auto" (bf16 if the GPU supports it, else fp16; off on CPU),
     "bf16", "fp16" or "off".
     """
 
@@ -63,6 +64,7 @@ class TrainConfig:
     num_workers: int = 8
     amp: str = "auto"
     grad_clip: float = 0.0
+    warmup_steps: int = 0
     seed: int = 0
     log_every: int = 50
 
@@ -85,6 +87,9 @@ _TRAIN_PRESETS: dict[str, TrainConfig] = {
         n_hand=512,
         n_obj=512,
         augment=False,
+        # Adam's first steps at 1e-3 can push a decoder's whole output past the SDF clamp,
+        # where the clamped L1 has no gradient left; a short warm-up avoids that.
+        warmup_steps=100,
         num_workers=0,
         log_every=10,
     ),
@@ -434,8 +439,6 @@ def train(
                         find_unused_parameters=True,
                     )
             lr = _lr_at(epoch, train_cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
 
             dataset.set_epoch(epoch)
             # The pose stage needs no SDF points: skip sampling them.
@@ -459,6 +462,9 @@ def train(
                 drop_last=len(dataset) >= 2 * train_cfg.batch_size * dist.world,
                 persistent_workers=False,
             )
+            # steps already taken in this stage (also right after a resume)
+            stage_start = 0 if stage == 1 else train_cfg.pose_epochs
+            stage_step = (epoch - stage_start) * len(loader)
             model.train()
             sums: dict[str, float] = {}
             n_batches = 0
@@ -476,6 +482,14 @@ def train(
             t0 = time.perf_counter()
             for step, batch in enumerate(bar if bar is not None else loader):
                 batch = to_device(batch, device)
+                warm = (
+                    min(1.0, (stage_step + 1) / train_cfg.warmup_steps)
+                    if train_cfg.warmup_steps
+                    else 1.0
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * warm
+                stage_step += 1
                 with torch.autocast(
                     device_type=device.type,
                     dtype=amp_dtype or torch.float32,
