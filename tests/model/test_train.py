@@ -239,3 +239,14 @@ def test_presets():
         1600,
     )
     assert get_train_preset("k1") == get_train_preset("dexycb")
+
+
+def test_warmup_ramps_lr_at_the_start_of_each_stage(tmp_path, shards):
+    cfg = dataclasses.replace(CFG, pose_epochs=2, sdf_epochs=2, warmup_steps=6)
+    run(tmp_path, shards, cfg)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    steps = [r for r in map(json.loads, lines) if r["kind"] == "step"]
+    for stage in (1, 2):
+        lrs = [r["lr"] for r in steps if r["stage"] == stage]
+        # 16 samples / batch 4 = 4 steps per epoch, 8 per stage
+        assert lrs == pytest.approx([3e-3 * min(1.0, k / 6) for k in range(1, 9)])

@@ -524,7 +524,13 @@ def train(
                     bar.set_postfix(loss=f"{values['total']:.4g}")
                 if train_cfg.log_every and step % train_cfg.log_every == 0:
                     log.write(
-                        {"kind": "step", "epoch": epoch + 1, "stage": stage, "step": step, "lr": lr}
+                        {
+                            "kind": "step",
+                            "epoch": epoch + 1,
+                            "stage": stage,
+                            "step": step,
+                            "lr": lr * warm,
+                        }
                         | values
                     )
             if bar is not None:
