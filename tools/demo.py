@@ -1,8 +1,9 @@
 """The main job end to end on the embedded default, on a CPU, in minutes.
 
     synthetic data → train the tiny preset (pose stage, then SDF stage) → reconstruct →
-    score against the ground truth and a trivial baseline → print the table → render one
-    reconstruction to demo-out/reconstruction.png
+    score against the ground truth and a trivial baseline (mean-sized spheres at the
+    training set's mean places) → print the table → render input | GT | reconstruction to
+    demo-out/reconstruction.png (training frames) and reconstruction-test.png
 
 Every step is a command a user can type (printed before it runs). Everything is written
 under ./demo-out/ and every step resumes, so re-running the demo skips what is done
@@ -11,7 +12,7 @@ images: enough to fit the training shapes (the "train" rows beat the baseline), 
 generalise (the "test" rows); the paper's presets and schedules are for real data and GPUs.
 
     python tools/demo.py [--out DIR] [--samples N] [--epochs E] [--resolution R]
-                         [--device DEV] [--fresh]
+                         [--scored N] [--device DEV] [--fresh]
 """
 
 from __future__ import annotations
