@@ -90,9 +90,12 @@ def train_cmd(
         )
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None
+    if s["start_epoch"] >= s["epochs"]:
+        click.echo(f"{s['checkpoint']} is already trained to epoch {s['epochs']}; nothing to do")
+        return
     click.echo(
-        f"trained {preset}: epochs {s['start_epoch']}→{s['epochs']}, loss {s['final_loss']}, "
-        f"{s['samples_per_s']:.1f} samples/s; checkpoint {s['checkpoint']}"
+        f"trained {preset}: epochs {s['start_epoch']}→{s['epochs']}, final loss "
+        f"{s['final_loss']:.4g}, {s['samples_per_s']:.1f} samples/s; checkpoint {s['checkpoint']}"
     )
 
 
