@@ -250,3 +250,29 @@ def test_warmup_ramps_lr_at_the_start_of_each_stage(tmp_path, shards):
         lrs = [r["lr"] for r in steps if r["stage"] == stage]
         # 16 samples / batch 4 = 4 steps per epoch, 8 per stage
         assert lrs == pytest.approx([3e-3 * min(1.0, k / 6) for k in range(1, 9)])
+
+
+def test_backbone_weights_load_into_the_real_network(tmp_path, shards):
+    from gsdf_model.backbone import ResNet
+    from gsdf_model.config import get_preset
+
+    cfg = get_preset("tiny")
+    torch.manual_seed(123)
+    donor = ResNet(cfg.backbone_width, cfg.backbone_blocks)
+    torch.save(donor.state_dict(), tmp_path / "resnet.pth")
+    one = dataclasses.replace(CFG, pose_epochs=1, sdf_epochs=0, lr=0.0)
+    train("tiny", tmp_path, tmp_path / "run", one, progress=False, shards=shards,
+          backbone_weights=tmp_path / "resnet.pth")  # fmt: skip
+    state = load_checkpoint_file(tmp_path / "run")["model"]
+    convs = [k for k in state if k.startswith("backbones.") and k.endswith("conv1.weight")]
+    assert convs
+    for k in convs:  # lr 0: the loaded weights are what the checkpoint holds
+        name = k.split(".", 2)[2]
+        torch.testing.assert_close(state[k], donor.state_dict()[name], rtol=0, atol=0)
+    with pytest.raises(UserError, match="no backbone weights"):
+        train("tiny", tmp_path, tmp_path / "r2", one, progress=False, shards=shards,
+              backbone_weights=tmp_path / "missing.pth")  # fmt: skip
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="cannot load backbone weights"):
+        train("tiny", tmp_path, tmp_path / "r3", one, progress=False, shards=shards,
+              backbone_weights=tmp_path / "bad.pth")  # fmt: skip

@@ -368,9 +368,16 @@ def train(
         net.load_state_dict(ckpt["model"])
         start_epoch = int(ckpt["epoch"])
     elif backbone_weights is not None:
-        from gsdf_model.network import load_backbone_weights
+        from gsdf_model.backbone import load_backbone_weights
 
-        load_backbone_weights(net, backbone_weights)
+        if not Path(backbone_weights).is_file():
+            raise UserError(f"no backbone weights file at {str(backbone_weights)!r}")
+        try:
+            load_backbone_weights(net, backbone_weights)
+        except (ValueError, RuntimeError, KeyError) as err:
+            raise UserError(
+                f"cannot load backbone weights {str(backbone_weights)!r}: {err}"
+            ) from None
     net.to(device)
 
     if dist.main:
