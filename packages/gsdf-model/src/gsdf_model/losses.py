@@ -45,17 +45,18 @@ def stage1_loss(
 def clamped_l1(pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig) -> Tensor:
     """Mean |clamp(pred) − clamp(gt)| in network units; pred_net (B,N) network units, gt metres.
 
-    The prediction is clamped only where it lies beyond the clamp on the same side as the
-    target (there the loss is zero, as DeepSDF's). Clamping it everywhere would also zero the
-    gradient of a prediction beyond the clamp on the wrong side, so a decoder that starts out
-    saturated (all outputs > clamp) would never learn its inside points.
+    The value is DeepSDF's. Its gradient is not, in one case: a prediction beyond the clamp
+    on the wrong side of the surface (sign opposite to the target's). There the plain clamp
+    has zero gradient, so a decoder that starts out saturated (say every output > +clamp)
+    would never learn its inside points; we pass the gradient straight through instead.
     """
     c = cfg.clamp
     gt = (gt_metres.float() * (cfg.recon_scale / 2.0)).clamp(-c, c)
     pred = pred_net.float()
-    beyond_same_side = (pred * gt.sign() > c) & (gt.abs() >= c)
-    pred = torch.where(beyond_same_side, pred.clamp(-c, c), pred)
-    return (pred - gt).abs().mean()
+    clamped = pred.clamp(-c, c)
+    stuck = (pred.abs() > c) & (pred * gt < 0)
+    clamped = torch.where(stuck, clamped + (pred - pred.detach()), clamped)
+    return (clamped - gt).abs().mean()
 
 
 def stage2_loss(
