@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 # Eight training frames (two sequences of four) and four test frames.
 N_SAMPLES, SEQ_LEN, TEST_FRACTION = 12, 4, 0.34
-CFG = dataclasses.replace(get_train_preset("tiny"), pose_epochs=3, sdf_epochs=70, lr_halve_every=50)
+CFG = dataclasses.replace(get_train_preset("tiny"), pose_epochs=6, sdf_epochs=70, lr_halve_every=50)
 N_SCORED = {"train": 4, "test": 2}
 
 

@@ -87,9 +87,6 @@ _TRAIN_PRESETS: dict[str, TrainConfig] = {
         n_hand=512,
         n_obj=512,
         augment=False,
-        # Adam's first steps at 1e-3 can push a decoder's whole output past the SDF clamp,
-        # where the clamped L1 has no gradient left; a short warm-up avoids that.
-        warmup_steps=100,
         num_workers=0,
         log_every=10,
     ),
