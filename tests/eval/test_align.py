@@ -95,3 +95,13 @@ def test_seed_makes_pair_deterministic(hand_mesh):
     assert a == b
     assert a["hand_cd_cm2"] != c["hand_cd_cm2"]
     assert a["obj_cd_cm2"] is None and a["contact"] is None
+
+
+def test_coarse_to_fine_lands_where_full_resolution_icp_lands(hand_mesh):
+    """The coarse pass only changes where the full-resolution pass starts from."""
+    src, dst = _pair_points(hand_mesh, 8000, 6)
+    full = align_scale_translation(src, dst, coarse=0, tol=0.0)
+    c2f = align_scale_translation(src, dst, coarse=1000)
+    assert c2f.scale == pytest.approx(full.scale, rel=2e-4)
+    np.testing.assert_allclose(c2f.translation, full.translation, atol=1e-4)  # 0.1 mm
+    assert abs(c2f.dist_src.mean() - full.dist_src.mean()) < 2e-6

@@ -177,6 +177,8 @@ def align_scale_translation(
     accelerate: bool = True,
     dst_tree=None,
     workers: int = 1,
+    coarse: int = 3000,
+    fine_tol: float = 1e-5,
 ) -> AlignResult:
     """Align point set src (N, 3) onto dst (M, 3) with a scale and a translation.
 
@@ -186,7 +188,11 @@ def align_scale_translation(
     `tol` metres or no correspondence changes. `accelerate` enables the Besl & McKay jumps;
     without them the iterates are exactly those of textbook ICP.
     `dst_tree` may pass a prebuilt scipy cKDTree over dst. `workers` is passed to the KD-tree
-    queries (1: one core).
+    queries (1: one core). `coarse`: when both sets have more than twice this many points,
+    ICP first converges on subsets of about this size (at most `max_iter` iterations), then
+    refines on all points (at most `max_iter` more) until an update moves the source by less
+    than `fine_tol` (10 µm: 1 % of the finest F-score threshold; each full-size step costs a
+    KD-tree query of most points); 0 disables it. `iterations` counts both passes.
     """
     from scipy.spatial import cKDTree
 
@@ -199,11 +205,23 @@ def align_scale_translation(
     s = float(rms_d / rms_s) if rms_s > 0 else 1.0
     t = mu_d - s * mu_s
 
+    iterations = 0
+    if coarse and min(len(src), len(dst)) > 2 * coarse:
+        # Coarse to fine: converge on evenly spread subsets first (the points come spatially
+        # ordered, so a stride spreads them), then refine on all points from there. Far
+        # from the optimum every ICP step re-queries every point; on 30k points that made a
+        # poor prediction cost ~10 s, while the fine pass now starts near its fixed point.
+        a, b = src[:: len(src) // coarse], dst[:: len(dst) // coarse]
+        s, t, iterations, _, _, _ = _icp(
+            a, b, cKDTree(a), cKDTree(b), s, t, max_iter, tol, workers, accelerate
+        )
     if dst_tree is None:
         dst_tree = cKDTree(dst)
-    s, t, iterations, converged, fwd, bwd = _icp(
-        src, dst, cKDTree(src), dst_tree, s, t, max_iter, tol, workers, accelerate
+    fine_tol = max(tol, fine_tol) if iterations else tol
+    s, t, fine_iterations, converged, fwd, bwd = _icp(
+        src, dst, cKDTree(src), dst_tree, s, t, max_iter, fine_tol, workers, accelerate
     )
+    iterations += fine_iterations
 
     i_fwd = fwd.update(src * s + t)
     i_bwd = bwd.update((dst - t) / s)
