@@ -209,6 +209,15 @@ def _get(state: Any, name: str) -> torch.Tensor:
     return state[name] if isinstance(state, dict) else getattr(state, name)
 
 
+def _open_split(data: str | Path, split: str) -> Any:
+    """The shards of `split` under `data`, or a one-line UserError."""
+    split_dir = resolve_split(data, split)
+    try:
+        return open_shards(split_dir)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
+
+
 def reconstruct(
     checkpoint: str | Path,
     data: str | Path,
@@ -249,11 +258,7 @@ def reconstruct(
     mcfg = MeshingConfig(resolution=int(resolution), extent=float(extent), component=component)
 
     if shards is None:
-        split_dir = resolve_split(data, split)
-        try:
-            shards = open_shards(split_dir)
-        except (FileNotFoundError, OSError, ValueError) as err:
-            raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
+        shards = _open_split(data, split)
     opts = loader_options(cfg)
     dataset = GSDFDataset(shards, n_hand=0, n_obj=0, augment=None, **opts)
     out = Path(out)
@@ -327,11 +332,7 @@ def export_gt(
     """Write a split's (default: test) ground truth (meshes, joints, object centre) in the layout
     `reconstruct` writes. Summary: {"written", "skipped", "out"}."""
     if shards is None:
-        split_dir = resolve_split(data, split)
-        try:
-            shards = open_shards(split_dir)
-        except (FileNotFoundError, OSError, ValueError) as err:
-            raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
+        shards = _open_split(data, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(shards) if limit is None else min(limit, len(shards))

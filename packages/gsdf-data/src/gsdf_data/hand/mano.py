@@ -4,7 +4,7 @@ The file is a Python 2 pickle holding chumpy objects and a scipy sparse `J_regre
 custom unpickler maps every chumpy class to a stub that keeps the pickled state and then
 recovers the array from it (`x` for `Ch`, `a[idxs]` for `Select`, else the first array in the
 state); scipy sparse matrices are rebuilt from their pickled (data, indices, indptr) so old
-module paths and attribute names do not matter. Nothing from chumpy is imported.
+module paths and attribute names do not matter. No chumpy module is ever imported.
 
 Left hands: `side="left"` mirrors the right model across x = 0 (vertices, blend shapes,
 PCA space; faces re-wound to stay outward; see `base.mirror_arrays`). A MANO_LEFT.pkl
