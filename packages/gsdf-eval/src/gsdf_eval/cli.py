@@ -23,6 +23,27 @@ def main() -> None:
     """
 
 
+def _protocol_options(fn):
+    """--seed, --points, --iters: the evaluation protocol, shared by `pair` and `run`."""
+    fn = click.option(
+        "--iters",
+        default=100,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="Maximum ICP iterations.",
+    )(fn)
+    fn = click.option(
+        "--points",
+        default=30_000,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Surface samples per mesh.",
+    )(fn)
+    return click.option(
+        "--seed", default=0, show_default=True, help="Seed of the surface sampling."
+    )(fn)
+
+
 @main.command()
 @click.option(
     "--hand-pred", required=True, type=click.Path(dir_okay=False), help="Predicted hand mesh."
@@ -32,21 +53,7 @@ def main() -> None:
 )
 @click.option("--obj-pred", type=click.Path(dir_okay=False), help="Predicted object mesh.")
 @click.option("--obj-gt", type=click.Path(dir_okay=False), help="Ground-truth object mesh.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the surface sampling.")
-@click.option(
-    "--points",
-    default=30_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Surface samples per mesh.",
-)
-@click.option(
-    "--iters",
-    default=100,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Maximum ICP iterations.",
-)
+@_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
     """Score one prediction against its ground truth.
@@ -101,21 +108,7 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
 @click.option(
     "--jobs", "-j", default=1, show_default=True, help="Parallel worker processes (-1: all cores)."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the surface sampling.")
-@click.option(
-    "--points",
-    default=30_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Surface samples per mesh.",
-)
-@click.option(
-    "--iters",
-    default=100,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Maximum ICP iterations.",
-)
+@_protocol_options
 @click.option(
     "--on-error",
     type=click.Choice(["stop", "skip"]),
