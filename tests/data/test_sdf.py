@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from gsdf_data.sdf import MeshSDF, brute_force_distance, signed_distance, winding_number
+from gsdf_data.sdf import (
+    MeshSDF,
+    brute_force_distance,
+    signed_distance,
+    spatial_order,
+    winding_number,
+)
 
 
 def _box_sdf(p, half):
@@ -68,6 +74,33 @@ def test_curved_shapes_within_tessellation_bounds_and_exact_vs_brute_force(shape
     np.testing.assert_allclose(
         np.abs(sd), brute_force_distance(mesh.vertices, mesh.faces, p), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("engine", ["fcpw", "open3d"])
+def test_distance_engines_match_brute_force(engine):
+    """Both engines, near and far queries, degenerate faces included, any query order."""
+    rng = np.random.default_rng(3)
+    mesh = trimesh.creation.torus(0.5, 0.15, major_sections=24, minor_sections=12)
+    faces = np.vstack([mesh.faces, [[0, 0, 1], [2, 3, 2]]])  # two zero-area faces
+    near = mesh.sample(400, seed=1) + rng.normal(0.0, 0.01, (400, 3))
+    p = np.vstack([near, _queries(rng, 400, 3.0)])
+    d = MeshSDF(mesh.vertices, faces, distance_engine=engine).distance(p)
+    np.testing.assert_allclose(d, brute_force_distance(mesh.vertices, faces, p), atol=2e-6)
+
+
+def test_spatial_order_is_a_permutation_that_groups_neighbours():
+    rng = np.random.default_rng(4)
+    p = rng.uniform(-1, 1, (5000, 3))
+    o = spatial_order(p)
+    assert np.array_equal(np.sort(o), np.arange(len(p)))
+    step = np.linalg.norm(np.diff(p[o], axis=0), axis=1).mean()
+    assert step < 0.25 * np.linalg.norm(np.diff(p, axis=0), axis=1).mean()
+    assert len(spatial_order(p[:1])) == 1 and len(spatial_order(p[:0])) == 0
+
+
+def test_unknown_distance_engine_is_refused():
+    with pytest.raises(ValueError, match="distance engine"):
+        MeshSDF.from_mesh(trimesh.creation.box(), distance_engine="nope")
 
 
 def _closed_meshes():

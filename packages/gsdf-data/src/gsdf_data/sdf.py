@@ -2,9 +2,12 @@
 
 Owns the SDF backends:
 
-- ``"open3d"`` (the default behind ``"auto"``): exact unsigned distance from an open3d
-  ``RaycastingScene`` (a BVH closest-point query), and a sign that stays right on open,
-  non-watertight meshes. Sign methods (``sign=``), measured in ``bench/bench_sdf.py``:
+- ``"open3d"`` (the default behind ``"auto"``): exact unsigned distance from a BVH
+  closest-point query (``fcpw``, about twice as fast as open3d's ``RaycastingScene`` on the
+  meshes of ``bench/bench_sdf.py``; ``distance_engine="open3d"`` uses the latter), and a sign
+  from open3d ray casting that stays right on open, non-watertight meshes. Queries run in
+  Morton (Z-curve) order: neighbouring queries walk the same BVH nodes, 15-35 % faster.
+  Sign methods (``sign=``), measured in ``bench/bench_sdf.py``:
 
   * ``"vote"`` (default): ray-parity inside test over several fixed directions, majority
     vote. A hole only flips the rays that leave through it, so a point deep inside an open
@@ -26,12 +29,14 @@ Brute-force references for tests and benchmarks: :func:`brute_force_distance` an
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 BACKENDS = ("auto", "open3d", "mesh-to-sdf")
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
+DISTANCE_ENGINES = ("fcpw", "open3d")
 DEFAULT_RAYS = 9
 
 
@@ -42,6 +47,27 @@ def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     else:
         verts, faces = mesh.vertices, mesh.faces
     return np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+
+
+def _spread_bits(x: np.ndarray) -> np.ndarray:
+    """Insert two zero bits after each of the low 10 bits of x (uint64)."""
+    x = x & np.uint64(0x3FF)
+    for shift, mask in ((16, 0x30000FF), (8, 0x300F00F), (4, 0x30C30C3), (2, 0x9249249)):
+        x = (x | (x << np.uint64(shift))) & np.uint64(mask)
+    return x
+
+
+def spatial_order(points: np.ndarray) -> np.ndarray:
+    """Permutation that sorts points along a Morton (Z-order) curve of a 1024³ grid over their
+    bounding box. Queries in this order reuse the BVH nodes of the previous query."""
+    p = np.asarray(points, dtype=np.float64)
+    if len(p) < 2:
+        return np.arange(len(p))
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    g = ((p - lo) * (1023.0 / np.maximum(hi - lo, 1e-12))).astype(np.uint64)
+    key = _spread_bits(g[:, 0]) | (_spread_bits(g[:, 1]) << np.uint64(1))
+    key |= _spread_bits(g[:, 2]) << np.uint64(2)
+    return np.argsort(key, kind="stable")
 
 
 def _vote_directions(n: int) -> np.ndarray:
@@ -58,6 +84,9 @@ def _vote_directions(n: int) -> np.ndarray:
     return d @ (ry @ rx).T
 
 
+_hit_distance = operator.attrgetter("d")
+
+
 @dataclass
 class MeshSDF:
     """A mesh prepared for repeated signed-distance queries (BVH built once).
@@ -66,6 +95,7 @@ class MeshSDF:
         verts: (V,3) vertices. faces: (F,3) vertex indices.
         sign: one of ``SIGN_METHODS``. n_rays: odd number of rays for ``"vote"``.
         nthreads: open3d threads (0 = all cores; use 1 inside worker processes).
+        distance_engine: ``"fcpw"`` (default, single-threaded) or ``"open3d"``.
     """
 
     verts: np.ndarray
@@ -73,6 +103,7 @@ class MeshSDF:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     nthreads: int = 1
+    distance_engine: str = "fcpw"
     _scene: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +113,11 @@ class MeshSDF:
             raise ValueError(f"unknown sign method {self.sign!r}; expected one of {SIGN_METHODS}")
         if self.n_rays < 1 or self.n_rays % 2 == 0:
             raise ValueError(f"n_rays must be odd and positive, got {self.n_rays}")
+        if self.distance_engine not in DISTANCE_ENGINES:
+            raise ValueError(
+                f"unknown distance engine {self.distance_engine!r}; expected one of "
+                f"{DISTANCE_ENGINES}"
+            )
         self.verts = np.asarray(self.verts, dtype=np.float64)
         self.faces = np.asarray(self.faces, dtype=np.int64)
         if len(self.faces) == 0:
@@ -93,6 +129,16 @@ class MeshSDF:
         )
         self._lo = self.verts.min(axis=0)
         self._hi = self.verts.max(axis=0)
+        self._fcpw = None
+        if self.distance_engine == "fcpw":
+            import fcpw
+
+            scene = fcpw.scene_3D()
+            scene.set_object_count(1)
+            scene.set_object_vertices(np.asfortranarray(self.verts, dtype=np.float32), 0)
+            scene.set_object_triangles(np.asfortranarray(self.faces, dtype=np.int32), 0)
+            scene.build(fcpw.aggregate_type.bvh_surface_area, True)
+            self._fcpw = scene
 
     @classmethod
     def from_mesh(cls, mesh, **kwargs) -> MeshSDF:
@@ -105,10 +151,20 @@ class MeshSDF:
         return o3d.core.Tensor(np.ascontiguousarray(points, dtype=np.float32))
 
     def distance(self, points: np.ndarray) -> np.ndarray:
-        """Exact unsigned distance. points: (N,3) -> (N,) float64."""
+        """Exact unsigned distance. points: (N,3) -> (N,) float64.
+
+        Answers in the given order; pass points in :func:`spatial_order` for speed."""
         if len(points) == 0:
             return np.zeros(0)
-        return self._scene.compute_distance(self._t(points), nthreads=self.nthreads).numpy()
+        if self._fcpw is None:
+            d = self._scene.compute_distance(self._t(points), nthreads=self.nthreads)
+            return d.numpy().astype(np.float64)
+        import fcpw
+
+        hits = fcpw.interaction_3D_list()
+        q = np.asfortranarray(points, dtype=np.float32)
+        self._fcpw.find_closest_points(q, np.full(len(q), np.inf, np.float32), hits)
+        return np.fromiter(map(_hit_distance, hits), np.float64, len(q))
 
     def inside(self, points: np.ndarray) -> np.ndarray:
         """Inside test with the configured sign method. points: (N,3) -> (N,) bool."""
@@ -134,8 +190,12 @@ class MeshSDF:
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
         """Signed distance, negative inside. points: (N,3) -> (N,) float64."""
         points = np.asarray(points, dtype=np.float64)
-        d = self.distance(points).astype(np.float64)
-        return np.where(self.inside(points), -d, d)
+        order = spatial_order(points)
+        q = points[order]
+        d = self.distance(q)
+        out = np.empty(len(points))
+        out[order] = np.where(self.inside(q), -d, d)
+        return out
 
     def _odd(self, q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """(len(q), len(dirs)) parity of the crossings along each ray."""
