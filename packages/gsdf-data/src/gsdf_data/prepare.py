@@ -54,6 +54,9 @@ class Pair:
         obj_center: (3,) object centre, or None (default: object bounding-box centre).
         obj_pose: (4,4) object→camera, or None (stored as NaN).
         seq_id: sequence id for video ("" when none). frame_idx: frame index (-1 when none).
+        obj_filtered: the double-sided filter configuration the object mesh already passed in
+            its own frame (readers with an ``ObjectCache``); ``make_sample`` then skips the
+            filter when the run uses the same configuration.
     """
 
     sample_id: str
@@ -67,6 +70,7 @@ class Pair:
     obj_pose: np.ndarray | None = None
     seq_id: str = ""
     frame_idx: int = -1
+    obj_filtered: FilterConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     validate_mesh(pair.obj_mesh, "object mesh")
     K = _finite("K", pair.K, (3, 3))
     joints = _finite("joints", pair.joints, (21, 3))
-    if config.filter is not None:
+    if config.filter is not None and pair.obj_filtered != config.filter:
         res = double_sided_check(pair.obj_mesh, config.filter)
         if not res.ok:
             raise ValueError(f"double-sided filter: {res.reason}")

@@ -56,10 +56,20 @@ def _config(sdf_backend, use_filter, seed, shard_size, points):
     )
 
 
-def _run(name, tasks, drops, kw, skipped=None, default_filter=False):
-    from gsdf_data.datasets.common import run_prepare
+def _settings(kw, default_filter=False):
+    """The run's PrepareConfig and the object cache (<out>/objects) the readers share."""
+    from pathlib import Path
+
+    from gsdf_data.object_cache import ObjectCache
 
     use_filter = default_filter if kw["use_filter"] is None else kw["use_filter"]
+    config = _config(kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"])
+    return config, ObjectCache(str(Path(kw["out"]) / "objects"), config.filter)
+
+
+def _run(name, tasks, drops, kw, config, skipped=None):
+    from gsdf_data.datasets.common import run_prepare
+
     if kw["limit"] is not None:
         tasks = tasks[: kw["limit"]]
     if not tasks:
@@ -70,9 +80,7 @@ def _run(name, tasks, drops, kw, skipped=None, default_filter=False):
             tasks,
             drops,
             kw["out"],
-            config=_config(
-                kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"]
-            ),
+            config=config,
             jobs=kw["jobs"],
             shard=kw["shard"],
             backend=kw["backend"],
@@ -107,13 +115,16 @@ def obman(root, shapenet, mano, split, **kw):
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.obman import check_hand_model, obman_tasks
 
+    # the reference filters the training pairs only; all 6,285 test samples are evaluated
+    config, objects = _settings(kw, default_filter=split != "test")
     try:
-        tasks, drops = obman_tasks(root, shapenet, split, HandSpec(mano, True, "obman"))
+        tasks, drops = obman_tasks(
+            root, shapenet, split, HandSpec(mano, True, "obman"), objects=objects
+        )
         check_hand_model(tasks)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    # the reference filters the training pairs only; all 6,285 test samples are evaluated
-    _run(f"obman {split}", tasks, drops, kw, default_filter=split != "test")
+    _run(f"obman {split}", tasks, drops, kw, config)
 
 
 @prepare.command("dexycb")
@@ -132,13 +143,14 @@ def dexycb(root, mano, split, contact_mm, **kw):
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.dexycb import dexycb_tasks
 
+    config, objects = _settings(kw)
     try:
         tasks, drops, skipped = dexycb_tasks(
-            root, split, HandSpec(mano, False, "dexycb"), contact_mm=contact_mm
+            root, split, HandSpec(mano, False, "dexycb"), contact_mm=contact_mm, objects=objects
         )
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    _run(f"dexycb {split}", tasks, drops, kw, skipped)
+    _run(f"dexycb {split}", tasks, drops, kw, config, skipped)
 
 
 @prepare.command("synth")
@@ -154,11 +166,12 @@ def synth(root, mano, split, **kw):
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.obman import check_hand_model, obman_tasks
 
+    config, objects = _settings(kw)
     try:
         tasks, drops = obman_tasks(
-            root, Path(root) / "shapenet", split, HandSpec(mano, True, "obman")
+            root, Path(root) / "shapenet", split, HandSpec(mano, True, "obman"), objects=objects
         )
         check_hand_model(tasks)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    _run(f"synth {split}", tasks, drops, kw)
+    _run(f"synth {split}", tasks, drops, kw, config)

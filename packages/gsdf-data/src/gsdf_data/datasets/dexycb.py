@@ -34,8 +34,10 @@ from gsdf_data.datasets.common import (
     HandSpec,
     SampleError,
     hand_faces,
+    load_object,
     make_pair,
 )
+from gsdf_data.object_cache import ObjectCache
 
 SUBJECTS = (
     "20200709-subject-01",
@@ -144,12 +146,11 @@ class DexYCBTask:
     seq_id: str
     hand: HandSpec
     contact_mm: float = 5.0
+    objects: ObjectCache | None = None
 
     def load(self):
         import cv2
         import torch
-
-        from gsdf_data.meshes import MeshError, load_mesh
 
         d = Path(self.frame_dir)
         try:
@@ -165,10 +166,7 @@ class DexYCBTask:
         img = cv2.imread(str(d / f"color_{self.frame:06d}.jpg"), cv2.IMREAD_COLOR)
         if img is None:
             raise SampleError("missing colour image")
-        try:
-            obj = load_mesh(self.obj_file)
-        except MeshError as e:
-            raise SampleError(f"object mesh: {e}") from e
+        rest, obj_faces, filtered = load_object(self.obj_file, self.objects)
         hand = self.hand.load()
         with torch.no_grad():
             out = hand(
@@ -180,7 +178,6 @@ class DexYCBTask:
         hand_verts = out.vertices[0].double().numpy()
         G = out.transforms[0].double().numpy()
         R, t = pose_y[self.grasp_ind, :, :3], pose_y[self.grasp_ind, :, 3]
-        rest = np.asarray(obj.vertices, np.float64)
         obj_verts = rest @ R.T + t
         offset = 0.5 * (rest.min(axis=0) + rest.max(axis=0))
         centre = R @ offset + t
@@ -208,7 +205,7 @@ class DexYCBTask:
             hand_verts=hand_verts,
             hand_faces=hand_faces(hand),
             obj_verts=obj_verts,
-            obj_faces=np.asarray(obj.faces, np.int64),
+            obj_faces=obj_faces,
             image=enc.tobytes(),
             K=A @ K,
             joints=joints,
@@ -217,6 +214,7 @@ class DexYCBTask:
             obj_pose=pose,
             seq_id=self.seq_id,
             frame_idx=self.frame,
+            obj_filtered=filtered,
         )
 
 
@@ -237,8 +235,10 @@ def dexycb_tasks(
     hand: HandSpec,
     contact_mm: float = 5.0,
     step: int = FPS_STEP,
+    objects: ObjectCache | None = None,
 ) -> tuple[list[DexYCBTask], DropCounter, dict[str, int]]:
-    """Tasks for every selected frame of `split` ("s0-train", "s0-val" or "s0-test").
+    """Tasks for every selected frame of `split` ("s0-train", "s0-val" or "s0-test");
+    `objects`: cache of the object meshes (and filter verdicts) shared by the tasks.
 
     Returns (tasks, drops, skipped): drops counts frames of the split that the reader removed
     (by reason, e.g. left hands); skipped counts frames that are not part of the selection at
@@ -297,6 +297,7 @@ def dexycb_tasks(
                             seq_id=seq_id,
                             hand=hand,
                             contact_mm=contact_mm,
+                            objects=objects,
                         )
                     )
     return tasks, drops, skipped

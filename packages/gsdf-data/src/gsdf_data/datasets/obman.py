@@ -35,9 +35,11 @@ from gsdf_data.datasets.common import (
     SampleError,
     hand_faces,
     ik_rotmats,
+    load_object,
     make_pair,
     polar_rotation,
 )
+from gsdf_data.object_cache import ObjectCache
 
 OBMAN_K = np.array([[480.0, 0.0, 128.0], [0.0, 480.0, 128.0], [0.0, 0.0, 1.0]])
 SPLITS = ("train", "val", "test")
@@ -132,10 +134,9 @@ class ObManTask:
     rgb_path: str
     shapenet_root: str
     hand: HandSpec
+    objects: ObjectCache | None = None
 
     def load(self):
-        from gsdf_data.meshes import MeshError, load_mesh
-
         try:
             meta = read_meta(self.meta_path)
         except (OSError, pickle.UnpicklingError, EOFError) as e:
@@ -152,13 +153,9 @@ class ObManTask:
                 "hand model the data was made with (--mano)"
             )
         joints = to_camera(meta["coords_3d"])
-        obj_file = object_path(meta, self.shapenet_root)
-        try:
-            obj = load_mesh(obj_file)
-        except MeshError as e:
-            raise SampleError(f"object mesh: {e}") from e
+        rest, obj_faces, filtered = load_object(object_path(meta, self.shapenet_root), self.objects)
         full, pose, centre = object_transform(meta)
-        obj_verts = np.asarray(obj.vertices, np.float64) @ full[:3, :3].T + full[:3, 3]
+        obj_verts = rest @ full[:3, :3].T + full[:3, 3]
         try:
             image = Path(self.rgb_path).read_bytes()
         except OSError as e:
@@ -169,7 +166,7 @@ class ObManTask:
             hand_verts=verts,
             hand_faces=faces,
             obj_verts=obj_verts,
-            obj_faces=np.asarray(obj.faces, np.int64),
+            obj_faces=obj_faces,
             image=image,
             K=OBMAN_K,
             joints=joints,
@@ -178,6 +175,7 @@ class ObManTask:
             obj_pose=pose,
             seq_id=seq_id,
             frame_idx=int(meta.get("frame_idx", 0)),
+            obj_filtered=filtered,
         )
 
 
@@ -203,8 +201,10 @@ def obman_tasks(
     split: str,
     hand: HandSpec | None = None,
     limit: int | None = None,
+    objects: ObjectCache | None = None,
 ) -> tuple[list[ObManTask], DropCounter]:
     """Tasks for every sample of `split` (sorted ids; `limit` keeps the first ones).
+    `objects`: cache of object meshes and double-sided filter verdicts shared by the tasks.
 
     Samples whose image is missing are dropped here (counted by reason); everything else that
     can go wrong is found when a worker loads the sample and reported by `prepare_pairs`.
@@ -227,6 +227,13 @@ def obman_tasks(
             drops.add("missing rgb image")
             continue
         tasks.append(
-            ObManTask(name, str(base / "meta" / f"{name}.pkl"), str(rgb), str(shapenet_root), hand)
+            ObManTask(
+                name,
+                str(base / "meta" / f"{name}.pkl"),
+                str(rgb),
+                str(shapenet_root),
+                hand,
+                objects,
+            )
         )
     return tasks, drops
