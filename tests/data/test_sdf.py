@@ -7,6 +7,7 @@ import trimesh
 from gsdf_data.sdf import (
     MeshSDF,
     brute_force_distance,
+    is_closed,
     signed_distance,
     spatial_order,
     winding_number,
@@ -96,6 +97,15 @@ def test_spatial_order_is_a_permutation_that_groups_neighbours():
     step = np.linalg.norm(np.diff(p[o], axis=0), axis=1).mean()
     assert step < 0.25 * np.linalg.norm(np.diff(p, axis=0), axis=1).mean()
     assert len(spatial_order(p[:1])) == 1 and len(spatial_order(p[:0])) == 0
+
+
+def test_is_closed_needs_every_edge_once_each_way():
+    f = trimesh.creation.box().faces
+    assert is_closed(f)
+    assert not is_closed(f[:-1])  # a hole
+    assert not is_closed(np.vstack([f[:-1], f[-1:, ::-1]]))  # a flipped face
+    assert not is_closed(np.vstack([f, f]))  # duplicated faces
+    assert not is_closed(np.zeros((0, 3), int))
 
 
 def test_unknown_distance_engine_is_refused():
