@@ -30,8 +30,8 @@ class SamplingConfig:
     n: points per sample. variances: Gaussian noise variances of the near-surface points.
     uniform_fraction: share of points uniform in [-1,1]³. mesh_fractions: share of the
     near-surface points per mesh (hand, object); ``None`` = by surface area (reference).
-    min_per_side: required inside and outside points per mesh. backend / sign / n_rays:
-    see :mod:`gsdf_data.sdf`.
+    min_per_side: required inside and outside points per mesh. backend / sign / n_rays /
+    distance_engine: see :mod:`gsdf_data.sdf`.
     """
 
     n: int = 40_000
@@ -43,6 +43,7 @@ class SamplingConfig:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     max_topup_rounds: int = 8
+    distance_engine: str = "fcpw"
 
 
 @dataclass
@@ -165,7 +166,12 @@ def sample_points(
             return np.stack([mesh_to_sdf_signed_distance(m, p) for m in unit], axis=1)
 
     elif config.backend in ("auto", "open3d"):
-        queries = [MeshSDF(v, f, sign=config.sign, n_rays=config.n_rays) for v, f in unit]
+        queries = [
+            MeshSDF(
+                v, f, sign=config.sign, n_rays=config.n_rays, distance_engine=config.distance_engine
+            )
+            for v, f in unit
+        ]
 
         def sdf_of(p):
             return np.stack([q.signed_distance(p) for q in queries], axis=1)
