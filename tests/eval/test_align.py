@@ -6,20 +6,21 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from gsdf_eval.align import _CachedNN, align_scale_translation, sample_surface
-from gsdf_eval.metrics import chamfer_cm2, nn_distances
+from gsdf_eval.metrics import chamfer_cm2
+from gsdf_eval.nn import kd_tree, nn_distances
 from gsdf_eval.run import EvalSettings, score_pair
 
 
 def test_cached_neighbours_equal_fresh_queries():
     rng = np.random.default_rng(0)
     data = rng.uniform(size=(2000, 3))
-    tree = cKDTree(data)
+    tree = kd_tree(data)
     x = rng.uniform(size=(500, 3))
-    cache = _CachedNN(tree, len(x), workers=1)
+    cache = _CachedNN(tree, len(x))
     for step in range(30):
         x = x * (1 + 0.002 * np.sin(step)) + 0.001 * rng.normal(size=3)
         idx = cache.update(x)
-        _, fresh = tree.query(x)
+        _, fresh = cKDTree(data).query(x)
         np.testing.assert_array_equal(idx, fresh)
     assert cache.requeried < 30 * len(x)  # the cache did skip queries
 
@@ -76,6 +77,27 @@ def test_cached_icp_is_textbook_icp(hand_mesh):
     assert res.converged
     assert res.scale == pytest.approx(s_ref, rel=1e-9)
     np.testing.assert_allclose(res.translation, t_ref, atol=1e-9)
+
+
+def _placeholder(center, radius=0.002):
+    """What reconstruction writes for an empty surface: a 2 mm, 80-face icosphere."""
+    s = trimesh.creation.icosphere(subdivisions=1, radius=radius)
+    return trimesh.Trimesh(s.vertices + center, s.faces, process=False)
+
+
+def test_cached_icp_is_textbook_icp_on_a_placeholder(hand_mesh):
+    """A degenerate prediction (equidistant neighbours everywhere) changes nothing."""
+    rng = np.random.default_rng(3)
+    src = sample_surface(_placeholder(hand_mesh.vertices[0]), 1500, rng)
+    dst = sample_surface(hand_mesh, 1500, rng)
+    s_ref, t_ref = _plain_icp(src, dst, iters=300)
+    res = align_scale_translation(src, dst, max_iter=300, tol=0.0, accelerate=False)
+    assert res.scale == pytest.approx(s_ref, rel=1e-9)
+    np.testing.assert_allclose(res.translation, t_ref, atol=1e-9)
+    aligned = res.apply(src)
+    ref_src, ref_dst = cKDTree(dst).query(aligned)[0], cKDTree(aligned).query(dst)[0]
+    np.testing.assert_allclose(res.dist_src, ref_src, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.dist_dst, ref_dst, rtol=0, atol=1e-12)
 
 
 def test_accelerated_icp_reaches_the_same_alignment(hand_mesh):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from gsdf_eval.metrics import center_error_cm, chamfer_cm2, fscore, joint_error_cm, nn_distances
+from gsdf_eval.metrics import center_error_cm, chamfer_cm2, fscore, joint_error_cm
+from gsdf_eval.nn import nn_distances
 
 
 def test_nn_distances_match_brute_force():
@@ -12,6 +13,19 @@ def test_nn_distances_match_brute_force():
     a, b = rng.normal(size=(300, 3)), rng.normal(size=(200, 3)) + 0.1
     d_ab, d_ba = nn_distances(a, b)
     full = cdist(a, b)
+    np.testing.assert_allclose(d_ab, full.min(axis=1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(d_ba, full.min(axis=0), rtol=0, atol=1e-12)
+
+
+def test_nn_distances_of_a_degenerate_prediction_match_brute_force():
+    """A tiny placeholder sphere against a large one: every query has many near-ties."""
+    rng = np.random.default_rng(4)
+    big = rng.normal(size=(2000, 3))
+    big /= np.linalg.norm(big, axis=1, keepdims=True) / 0.04
+    tiny = rng.normal(size=(1500, 3))
+    tiny /= np.linalg.norm(tiny, axis=1, keepdims=True) / 0.002
+    d_ab, d_ba = nn_distances(tiny, big)
+    full = cdist(tiny, big)
     np.testing.assert_allclose(d_ab, full.min(axis=1), rtol=0, atol=1e-12)
     np.testing.assert_allclose(d_ba, full.min(axis=0), rtol=0, atol=1e-12)
 

@@ -1,7 +1,7 @@
 """Point-set and pose metrics in the paper's units: Chamfer (cm²), F-score, Eh and Eo (cm).
 
 Distances come in metres (nearest-neighbour distances between 30,000 surface samples, see
-align.py); the functions here only reduce them.
+align.py and nn.py); the functions here only reduce them.
 """
 
 from __future__ import annotations
@@ -9,18 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 M_TO_CM = 100.0
-
-
-def nn_distances(a: np.ndarray, b: np.ndarray, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-neighbour distances between point sets a (N, 3) and b (M, 3).
-
-    Returns (d_ab (N,): from each point of a to b, d_ba (M,): from each point of b to a).
-    """
-    from scipy.spatial import cKDTree
-
-    d_ab, _ = cKDTree(b).query(a, workers=workers)
-    d_ba, _ = cKDTree(a).query(b, workers=workers)
-    return d_ab, d_ba
 
 
 def chamfer_cm2(d_pred: np.ndarray, d_gt: np.ndarray) -> float:
