@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gsdf_data.normalize import Normalization, pair_normalization
-from gsdf_data.sdf import DEFAULT_RAYS, MeshSDF, mesh_to_sdf_signed_distance
+from gsdf_data.sdf import DEFAULT_RAYS, MeshSDF, mesh_to_sdf_signed_distance, spatial_order
 
 
 class SamplingError(ValueError):
@@ -143,8 +143,9 @@ def sample_points(
     n = config.n
     n_uni = round(n * config.uniform_fraction)
     n_near = n - n_uni
-    surfaces = [_area(v, f) for v, f in unit]
-    fractions = config.mesh_fractions if config.mesh_fractions is not None else surfaces
+    fractions = config.mesh_fractions
+    if fractions is None:
+        fractions = [_area(v, f) for v, f in unit]
     if len(fractions) < nm:
         raise ValueError(f"mesh_fractions has {len(fractions)} entries for {nm} meshes")
     per_mesh = _split(n_near, list(fractions)[:nm])
@@ -158,6 +159,7 @@ def sample_points(
         chunks.append(_in_cube(p, rng, s, base))
     chunks.append(rng.uniform(-1.0, 1.0, (n_uni, 3)))
     points = np.concatenate(chunks)
+    points = points[spatial_order(points)]  # the SDF queries run faster in this order
 
     if config.backend == "mesh-to-sdf":
         queries = None
