@@ -44,6 +44,21 @@ def test_sdf_values_are_exact_and_signed():
         assert np.array_equal(s.sdf[::10, j] < 0, inside)
 
 
+def test_object_model_frame_gives_the_same_samples():
+    """An object posed by a known similarity: querying in its model frame changes nothing."""
+    hand, _ = _pair()
+    model = trimesh.creation.box((1.0, 0.5, 0.3))
+    frame = trimesh.transformations.rotation_matrix(0.7, [1.0, 1.0, 0.2])
+    frame[:3, :3] *= 0.1
+    frame[:3, 3] = [0.05, 0.0, 0.5]
+    obj = model.copy().apply_transform(frame)
+    a = sample_points([hand, obj], SamplingConfig(n=3000), sample_id="f")
+    b = sample_points([hand, obj], SamplingConfig(n=3000), sample_id="f", frames=[None, frame])
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_allclose(a.sdf, b.sdf, atol=1e-6)
+    assert np.array_equal(a.sdf < 0, b.sdf < 0)
+
+
 def test_deterministic_per_id_and_seed():
     hand, obj = _pair()
     cfg = SamplingConfig(n=2000, min_per_side=50)

@@ -108,6 +108,33 @@ def test_is_closed_needs_every_edge_once_each_way():
     assert not is_closed(np.zeros((0, 3), int))
 
 
+def test_a_model_frame_changes_no_answer():
+    """Queries in a mesh's own frame (rotated, scaled, shifted back) give the same SDF."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(5)
+    model = trimesh.creation.box((0.6, 0.3, 0.2))
+    frame = np.eye(4)
+    frame[:3, :3] = 1.7 * Rotation.from_rotvec([0.4, -0.9, 0.3]).as_matrix()
+    frame[:3, 3] = [0.3, -0.2, 0.5]
+    posed = model.copy().apply_transform(frame)
+    p = np.vstack(
+        [posed.sample(500, seed=2) + rng.normal(0, 0.02, (500, 3)), _queries(rng, 500, 1.5)]
+    )
+    plain = MeshSDF.from_mesh(posed).signed_distance(p)
+    framed = MeshSDF.from_mesh(posed, frame=frame)
+    np.testing.assert_allclose(framed.signed_distance(p), plain, atol=2e-6)
+    np.testing.assert_allclose(framed.distance(p), np.abs(plain), atol=2e-6)
+    # the analytic box SDF, scaled by the frame's scale
+    local = (p - frame[:3, 3]) @ frame[:3, :3] / 1.7**2
+    exact = 1.7 * _box_sdf(local, np.array([0.3, 0.15, 0.1]))
+    np.testing.assert_allclose(framed.signed_distance(p), exact, atol=2e-6)
+    shear = np.eye(4)
+    shear[0, 1] = 0.5
+    with pytest.raises(ValueError, match="uniform scale"):
+        MeshSDF.from_mesh(posed, frame=shear)
+
+
 def test_unknown_distance_engine_is_refused():
     with pytest.raises(ValueError, match="distance engine"):
         MeshSDF.from_mesh(trimesh.creation.box(), distance_engine="nope")

@@ -57,6 +57,9 @@ class Pair:
         obj_filtered: the double-sided filter configuration the object mesh already passed in
             its own frame (readers with an ``ObjectCache``); ``make_sample`` then skips the
             filter when the run uses the same configuration.
+        obj_frame: (4,4) map from the object's model frame to the camera frame (rotation
+            times uniform scale, translation), or None; SDF queries then run in the model
+            frame, where models are axis-aligned (faster, same values).
     """
 
     sample_id: str
@@ -71,6 +74,7 @@ class Pair:
     seq_id: str = ""
     frame_idx: int = -1
     obj_filtered: FilterConfig | None = None
+    obj_frame: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,11 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
         if not res.ok:
             raise ValueError(f"double-sided filter: {res.reason}")
     s = sample_points(
-        [pair.hand_mesh, pair.obj_mesh], config.sampling, sample_id=pair.sample_id, seed=config.seed
+        [pair.hand_mesh, pair.obj_mesh],
+        config.sampling,
+        sample_id=pair.sample_id,
+        seed=config.seed,
+        frames=[None, pair.obj_frame],
     )
     if not (np.isfinite(s.points).all() and np.isfinite(s.sdf).all()):
         raise ValueError("non-finite SDF samples")

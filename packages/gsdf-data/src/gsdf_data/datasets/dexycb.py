@@ -215,6 +215,7 @@ class DexYCBTask:
             seq_id=self.seq_id,
             frame_idx=self.frame,
             obj_filtered=filtered,
+            obj_frame=np.vstack([np.hstack([R, t[:, None]]), [0.0, 0.0, 0.0, 1.0]]),
         )
 
 

@@ -176,6 +176,7 @@ class ObManTask:
             seq_id=seq_id,
             frame_idx=int(meta.get("frame_idx", 0)),
             obj_filtered=filtered,
+            obj_frame=full,
         )
 
 

@@ -719,6 +719,7 @@ class SynthTask:
             obj_pose=fr.obj_pose,
             seq_id=f"synth{self.seq:06d}",
             frame_idx=self.frame,
+            obj_frame=fr.obj_pose,
         )
 
 
