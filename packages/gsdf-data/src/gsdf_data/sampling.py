@@ -168,7 +168,7 @@ def sample_points(
     if config.backend == "mesh-to-sdf":
         queries = None
 
-        def sdf_of(p):
+        def sdf_of(p, ordered=False):
             return np.stack([mesh_to_sdf_signed_distance(m, p) for m in unit], axis=1)
 
     elif config.backend in ("auto", "open3d"):
@@ -185,13 +185,13 @@ def sample_points(
             for (v, f), fr in zip(unit, frames, strict=True)
         ]
 
-        def sdf_of(p):
-            return np.stack([q.signed_distance(p) for q in queries], axis=1)
+        def sdf_of(p, ordered=False):
+            return np.stack([q.signed_distance(p, ordered) for q in queries], axis=1)
 
     else:
         raise ValueError(f"unknown SDF backend {config.backend!r}")
 
-    sdf = sdf_of(points)
+    sdf = sdf_of(points, ordered=True)
     sdf = _top_up(points, sdf, unit, config, rng, std[1], sdf_of)
     perm = rng.permutation(n)  # no order by origin: any contiguous run is a random subset
     points, sdf = points[perm], sdf[perm]

@@ -209,14 +209,18 @@ class MeshSDF:
         """Inside test with the configured sign method. points: (N,3) -> (N,) bool."""
         return self._inside(self._local(points))
 
-    def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        """Signed distance, negative inside. points: (N,3) -> (N,) float64."""
+    def signed_distance(self, points: np.ndarray, ordered: bool = False) -> np.ndarray:
+        """Signed distance, negative inside. points: (N,3) -> (N,) float64.
+
+        ordered: the points are already in :func:`spatial_order` (skips sorting them)."""
         points = np.asarray(points, dtype=np.float64)
+        if ordered:
+            q = self._local(points)
+            d = self._distance(q) * self._scale
+            return np.where(self._inside(q), -d, d)
         order = spatial_order(points)
-        q = self._local(points[order])
-        d = self._distance(q) * self._scale
         out = np.empty(len(points))
-        out[order] = np.where(self._inside(q), -d, d)
+        out[order] = self.signed_distance(points[order], ordered=True)
         return out
 
     def _distance(self, q: np.ndarray) -> np.ndarray:
