@@ -439,7 +439,7 @@ class ShardSet:
         """
         rng = rng if rng is not None else np.random.default_rng()
         s, j = self._locate(i)
-        c0, c1, c2, c3 = (int(x) for x in s.counts[j])
+        c0, c1, c2, c3 = s.counts[j].tolist()
         total = c0 + c1 + c2 + c3
         # (start, length) of the four cyclic ranges: hand in, hand out, object in, object out
         starts = (0, c0 + c1, c0, c0 + c1 + c2)
@@ -449,17 +449,12 @@ class ShardSet:
             if k and not length:
                 raise ValueError(f"sample {i}: a mesh has no points on one side")
         if replace:
-            # each block's offsets in increasing order: the gather below then walks the
-            # shard forwards (1.4x faster than random order); within a block the order of
-            # points carries no meaning, as shards store each category in random order
-            n = sum(sizes)
-            u = rng.random(n)
-            b = np.cumsum((0, *sizes))
-            for k in range(4):
-                u[b[k] : b[k + 1]].sort()
-            st = np.repeat(np.asarray(starts, np.int64), sizes)
-            ln = np.repeat(np.asarray(lengths, np.float64), sizes)
-            idx = (st + (u * ln).astype(np.int64)) % total
+            block = np.repeat(np.arange(4), sizes)
+            u = rng.random(len(block))
+            idx = np.asarray(starts)[block] + (u * np.asarray(lengths, np.float64)[block]).astype(
+                np.int64
+            )
+            idx %= total
         else:
             idx = np.concatenate(
                 [
@@ -470,17 +465,14 @@ class ShardSet:
                 or [np.zeros(0, np.int64)]
             )
         if s.points is not None and s.sdf is not None:
-            rows = idx + j * s.points.shape[1]
-            pts = s.points.reshape(-1, 3).take(rows, axis=0)
-            d = s.sdf.reshape(-1, 2).take(rows, axis=0).astype(np.float32)
+            idx += j * s.points.shape[1]
+            pts = s.points.reshape(-1, 3).take(idx, axis=0)
+            d = s.sdf.reshape(-1, 2).take(idx, axis=0)
         else:
             pts, sdf = self._point_arrays(s, j)
-            pts, d = np.asarray(pts[idx]), np.asarray(sdf[idx], dtype=np.float32)
-        return {
-            "points": self._decode_points(pts),
-            "sdf_hand": np.ascontiguousarray(d[:, 0]),
-            "sdf_obj": np.ascontiguousarray(d[:, 1]),
-        }
+            pts, d = np.asarray(pts[idx]), np.asarray(sdf[idx])
+        d = d.T.astype(np.float32)  # (2, n): each row contiguous
+        return {"points": self._decode_points(pts), "sdf_hand": d[0], "sdf_obj": d[1]}
 
 
 def write_manifest(root: str | Path, entries: list[dict], extra: dict) -> dict:
