@@ -57,6 +57,11 @@ def test_object_model_frame_gives_the_same_samples():
     np.testing.assert_array_equal(a.points, b.points)
     np.testing.assert_allclose(a.sdf, b.sdf, atol=1e-6)
     assert np.array_equal(a.sdf < 0, b.sdf < 0)
+    # a frame that is not a similarity (a sheared "rotation") is ignored, not an error
+    sheared = frame.copy()
+    sheared[0, 1] += 0.01
+    c = sample_points([hand, obj], SamplingConfig(n=3000), sample_id="f", frames=[None, sheared])
+    np.testing.assert_array_equal(a.sdf, c.sdf)
 
 
 def test_deterministic_per_id_and_seed():

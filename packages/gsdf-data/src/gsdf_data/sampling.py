@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gsdf_data.normalize import Normalization, pair_normalization
-from gsdf_data.sdf import DEFAULT_RAYS, MeshSDF, mesh_to_sdf_signed_distance, spatial_order
+from gsdf_data.sdf import (
+    DEFAULT_RAYS,
+    MeshSDF,
+    is_similarity,
+    mesh_to_sdf_signed_distance,
+    spatial_order,
+)
 
 
 class SamplingError(ValueError):
@@ -180,7 +186,7 @@ def sample_points(
                 sign=config.sign,
                 n_rays=config.n_rays,
                 distance_engine=config.distance_engine,
-                frame=None if fr is None else _unit_frame(fr, norm),
+                frame=_unit_frame(fr, norm),
             )
             for (v, f), fr in zip(unit, frames, strict=True)
         ]
@@ -200,8 +206,12 @@ def sample_points(
     return SDFSamples(points.astype(np.float32), sdf.astype(np.float32), norm, counts)
 
 
-def _unit_frame(frame, norm: Normalization) -> np.ndarray:
-    """A (4,4) map model -> meshes' frame, followed by the normalisation: model -> unit cube."""
+def _unit_frame(frame, norm: Normalization) -> np.ndarray | None:
+    """A (4,4) map model -> meshes' frame, followed by the normalisation: model -> unit cube.
+    None when `frame` is not a similarity (e.g. a sloppy rotation): the queries then run in
+    the unit cube itself, which only costs speed."""
+    if not is_similarity(frame):
+        return None
     f = np.array(frame, dtype=np.float64)
     f[:3, :3] /= norm.scale
     f[:3, 3] = (f[:3, 3] - norm.offset) / norm.scale

@@ -88,6 +88,16 @@ def _similarity(frame) -> tuple[np.ndarray | None, float, np.ndarray | None]:
     return f[:3, :3] / s, s, f[:3, 3].copy()
 
 
+def is_similarity(frame) -> bool:
+    """True when ``frame`` is a finite (4,4) rotation (or reflection) times a uniform scale plus
+    a translation, as :class:`MeshSDF` accepts."""
+    try:
+        _similarity(frame)
+    except ValueError:
+        return False
+    return frame is not None
+
+
 def is_closed(faces: np.ndarray) -> bool:
     """True when every directed edge of the faces (F,3) appears exactly once and its reverse
     too: a closed, consistently oriented surface (by vertex index)."""
