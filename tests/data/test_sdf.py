@@ -89,6 +89,19 @@ def test_distance_engines_match_brute_force(engine):
     np.testing.assert_allclose(d, brute_force_distance(mesh.vertices, faces, p), atol=2e-6)
 
 
+def test_without_fcpw_open3d_answers(monkeypatch):
+    import gsdf_data.sdf
+
+    monkeypatch.setattr(gsdf_data.sdf, "_fcpw_module", lambda: None)
+    mesh = trimesh.creation.icosphere(2, radius=0.4)
+    p = _queries(np.random.default_rng(8), 300, 1.0)
+    sdf = MeshSDF.from_mesh(mesh)
+    assert sdf._fcpw is None
+    np.testing.assert_allclose(
+        sdf.distance(p), brute_force_distance(mesh.vertices, mesh.faces, p), atol=2e-6
+    )
+
+
 def test_spatial_order_is_a_permutation_that_groups_neighbours():
     rng = np.random.default_rng(4)
     p = rng.uniform(-1, 1, (5000, 3))

@@ -128,6 +128,16 @@ def _vote_directions(n: int) -> np.ndarray:
 _hit_distance = operator.attrgetter("d")
 
 
+def _fcpw_module():
+    """The fcpw module, or None where it has no wheel (Linux aarch64): open3d's distance query
+    then answers, with the same values, somewhat slower."""
+    try:
+        import fcpw
+    except ImportError:
+        return None
+    return fcpw
+
+
 @dataclass
 class MeshSDF:
     """A mesh prepared for repeated signed-distance queries (BVH built once).
@@ -183,9 +193,8 @@ class MeshSDF:
         if self.sign == "vote" and is_closed(self.faces):
             self._rays = 1
         self._fcpw = None
-        if self.distance_engine == "fcpw":
-            import fcpw
-
+        if self.distance_engine == "fcpw" and _fcpw_module() is not None:
+            fcpw = _fcpw_module()
             scene = fcpw.scene_3D()
             scene.set_object_count(1)
             scene.set_object_vertices(np.asfortranarray(self._v, dtype=np.float32), 0)
@@ -240,9 +249,7 @@ class MeshSDF:
         if self._fcpw is None:
             d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
             return d.numpy().astype(np.float64)
-        import fcpw
-
-        hits = fcpw.interaction_3D_list()
+        hits = _fcpw_module().interaction_3D_list()
         q = np.asfortranarray(q, dtype=np.float32)
         self._fcpw.find_closest_points(q, np.full(len(q), np.inf, np.float32), hits)
         return np.fromiter(map(_hit_distance, hits), np.float64, len(q))
