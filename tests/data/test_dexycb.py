@@ -2,7 +2,6 @@
 30 -> 6 fps, MANO hand from pose_m (flat_hand_mean False), crop intrinsics by reprojection,
 drop reasons and counts."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,20 +15,9 @@ from gsdf_data.datasets.dexycb import crop_affine, crop_box, dexycb_tasks, s0_sp
 from gsdf_data.render import project
 
 
-def _fixtures():
-    path = Path(__file__).with_name("fixtures_dexycb.py")
-    spec = importlib.util.spec_from_file_location("fixtures_dexycb", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-FX = _fixtures()
-
-
 @pytest.fixture(scope="module")
-def dex(tmp_path_factory):
-    d = FX.write_dexycb(tmp_path_factory.mktemp("dexycb"))
+def dex(tmp_path_factory, fixtures_dexycb):
+    d = fixtures_dexycb.write_dexycb(tmp_path_factory.mktemp("dexycb"))
     d["spec"] = HandSpec(str(d["mano"]), False, "dexycb")
     return d
 

@@ -1,9 +1,7 @@
 """The MANO loader on a stand-in file in the real layout (see mano_fixture.py), whose
 geometry is the procedural hand plus known blend shapes, so every output can be checked."""
 
-import importlib.util
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,21 +12,10 @@ from gsdf_data.hand import MANOHand, ProceduralHand, load_hand
 from gsdf_data.hand.mano import TIP_IDS, MANOFileError, close_wrist, read_mano_pkl
 
 
-def _fixture_module():
-    path = Path(__file__).with_name("mano_fixture.py")
-    spec = importlib.util.spec_from_file_location("mano_fixture", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-write_mano_standin = _fixture_module().write_mano_standin
-
-
 @pytest.fixture(scope="module")
-def standin(tmp_path_factory):
+def standin(tmp_path_factory, mano_fixture):
     path = tmp_path_factory.mktemp("mano") / "MANO_RIGHT.pkl"
-    arrays = write_mano_standin(path)
+    arrays = mano_fixture.write_mano_standin(path)
     return path, arrays
 
 
@@ -162,7 +149,7 @@ def test_left_hand_by_mirroring(standin, mano):
     assert torch.allclose(lo.keypoints, r.keypoints * s, atol=1e-12)
 
 
-def test_clear_errors_name_the_file(tmp_path, standin):
+def test_clear_errors_name_the_file(tmp_path, standin, mano_fixture):
     path, a = standin
     text = tmp_path / "notes.pkl"
     text.write_text("not a pickle at all")
@@ -171,13 +158,13 @@ def test_clear_errors_name_the_file(tmp_path, standin):
     with pytest.raises(MANOFileError, match=r"missing\.pkl: no such file"):
         MANOHand.from_pkl(tmp_path / "missing.pkl")
     partial = tmp_path / "partial.pkl"
-    write_mano_standin(partial, drop=("J_regressor", "hands_mean"))
+    mano_fixture.write_mano_standin(partial, drop=("J_regressor", "hands_mean"))
     with pytest.raises(
         MANOFileError, match=r"partial\.pkl: .*missing keys \['J_regressor', 'hands_mean'\]"
     ):
         MANOHand.from_pkl(partial)
     left_file = tmp_path / "MANO_LEFT.pkl"
-    write_mano_standin(left_file, mirror=True)
+    mano_fixture.write_mano_standin(left_file, mirror=True)
     with pytest.raises(MANOFileError, match=r"MANO_LEFT\.pkl: this looks like a left-hand model"):
         MANOHand.from_pkl(left_file, tips=tuple(a["tip_ids"]))
     # the check can be skipped (a mirrored right template is then taken as it is)

@@ -1,6 +1,5 @@
 """Object cache: one read and one filter verdict per object file, shared by every sample."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +67,8 @@ def test_damaged_entry_is_rebuilt_and_missing_file_is_a_mesh_error(tmp_path):
         cache.load(tmp_path / "gone.obj")
 
 
-def _obman_fixture(tmp):
-    path = Path(__file__).with_name("fixtures_obman.py")
-    spec = importlib.util.spec_from_file_location("fixtures_obman", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_obman(tmp, load_hand(None))
-
-
-def test_obman_samples_are_identical_with_and_without_the_cache(tmp_path):
-    fx = _obman_fixture(tmp_path / "obman")
+def test_obman_samples_are_identical_with_and_without_the_cache(tmp_path, fixtures_obman):
+    fx = fixtures_obman.write_obman(tmp_path / "obman", load_hand(None))
     config = PrepareConfig(sampling=SamplingConfig(n=3000, min_per_side=100))
     cache = ObjectCache(str(tmp_path / "objects"), config.filter)
     plain, _ = obman_tasks(fx["root"], fx["shapenet"], "train", HandSpec())

@@ -1,7 +1,6 @@
 """ObMan reader on a fixture written in the real layout: ids, camera conventions (extrinsic
 flip, intrinsics, swapped depth range), objects from the ShapeNet tree, double-sided drop."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,20 +21,9 @@ from gsdf_data.hand import load_hand
 from gsdf_data.render import project
 
 
-def _fixtures():
-    path = Path(__file__).with_name("fixtures_obman.py")
-    spec = importlib.util.spec_from_file_location("fixtures_obman", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-FX = _fixtures()
-
-
 @pytest.fixture(scope="module")
-def obman(tmp_path_factory):
-    return FX.write_obman(tmp_path_factory.mktemp("obman"), load_hand(None))
+def obman(tmp_path_factory, fixtures_obman):
+    return fixtures_obman.write_obman(tmp_path_factory.mktemp("obman"), load_hand(None))
 
 
 def test_ids_not_contiguous_and_missing_image(obman):
@@ -119,15 +107,12 @@ def test_prepare_obman_counts_and_reasons(obman, tmp_path):
     np.testing.assert_allclose(s["K"], OBMAN_K, atol=1e-6)
 
 
-def test_prepare_obman_wrong_hand_model_is_one_line(obman, tmp_path):
+def test_prepare_obman_wrong_hand_model_is_one_line(obman, tmp_path, fixtures_dexycb):
     from gsdf_data.cli import main
 
-    standin = importlib.util.spec_from_file_location(
-        "fixtures_dexycb", Path(__file__).with_name("fixtures_dexycb.py")
-    )
-    mod = importlib.util.module_from_spec(standin)
-    standin.loader.exec_module(mod)
-    mano = mod.write_mano_standin(tmp_path / "MANO_RIGHT.pkl", drop=1)  # another vertex count
+    mano = fixtures_dexycb.write_mano_standin(
+        tmp_path / "MANO_RIGHT.pkl", drop=1
+    )  # another vertex count
     args = ["prepare", "obman", "--root", str(obman["root"]), "--shapenet", str(obman["shapenet"])]
     res = CliRunner().invoke(main, [*args, "--mano", str(mano), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "Traceback" not in res.output

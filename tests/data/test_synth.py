@@ -155,18 +155,14 @@ def test_preview_cli(tmp_path):
     assert res.exit_code != 0 and "unknown object source" in res.output
 
 
-def test_synth_with_a_mano_file_and_prepare_needs_it(tmp_path):
+def test_synth_with_a_mano_file_and_prepare_needs_it(tmp_path, fixtures_dexycb):
     """The MANO code path (a stand-in file in MANO's layout): grasps touch, and `prepare
     synth` reads the data with the same --mano and refuses it without."""
-    import importlib.util
-
     from gsdf_data.cli import main
 
-    path = Path(__file__).with_name("fixtures_dexycb.py")
-    spec = importlib.util.spec_from_file_location("fixtures_dexycb", path)
-    fx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fx)
-    mano = fx.write_mano_standin(tmp_path / "MANO_RIGHT.pkl", drop=1)  # not 2,800 vertices
+    mano = fixtures_dexycb.write_mano_standin(
+        tmp_path / "MANO_RIGHT.pkl", drop=1
+    )  # not 2,800 vertices
     cfg = SynthConfig(samples=2, seq_len=1, seed=3, mano=str(mano), objects="procedural",
                       test_fraction=0.0)  # fmt: skip
     summary = write_dataset(cfg, tmp_path / "d", progress=False)
