@@ -55,32 +55,26 @@ def run() -> dict:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = SynthConfig(samples=N_LAYOUT, seq_len=SEQ_LEN, seed=1)
-        t = time.perf_counter()
-        write_dataset(cfg, Path(tmp) / "layout", jobs=JOBS, progress=False)
-        dt = time.perf_counter() - t
-        rows.append(
-            {
-                "path": f"ObMan layout (render + write), {JOBS} jobs",
-                "samples": N_LAYOUT,
-                "wall_s": round(dt, 1),
-                "samples_per_s": round(N_LAYOUT / dt, 2),
-                "extrapolated_1000_s": round(1000 * dt / N_LAYOUT, 0),
-            }
-        )
-        cfg = SynthConfig(samples=N_SHARDS, seq_len=SEQ_LEN, seed=2)
-        t = time.perf_counter()
-        write_shards(cfg, Path(tmp) / "shards", jobs=JOBS)
-        dt = time.perf_counter() - t
-        rows.append(
-            {
-                "path": f"shards (render + SDF 40k + write), {JOBS} jobs",
-                "samples": N_SHARDS,
-                "wall_s": round(dt, 1),
-                "samples_per_s": round(N_SHARDS / dt, 2),
-                "extrapolated_1000_s": round(1000 * dt / N_SHARDS, 0),
-            }
-        )
+        runs = (
+            ("ObMan layout (render + write)", N_LAYOUT, 1,
+             lambda cfg: write_dataset(cfg, Path(tmp) / "layout", jobs=JOBS, progress=False)),
+            ("shards (render + SDF 40k + write)", N_SHARDS, 2,
+             lambda cfg: write_shards(cfg, Path(tmp) / "shards", jobs=JOBS)),
+        )  # fmt: skip
+        for label, n, seed, write in runs:
+            cfg = SynthConfig(samples=n, seq_len=SEQ_LEN, seed=seed)
+            t = time.perf_counter()
+            write(cfg)
+            dt = time.perf_counter() - t
+            rows.append(
+                {
+                    "path": f"{label}, {JOBS} jobs",
+                    "samples": n,
+                    "wall_s": round(dt, 1),
+                    "samples_per_s": round(n / dt, 2),
+                    "extrapolated_1000_s": round(1000 * dt / n, 0),
+                }
+            )
     rows.append(_breakdown())
     load = os.getloadavg()[0]
     return {

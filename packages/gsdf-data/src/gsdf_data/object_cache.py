@@ -60,12 +60,11 @@ class ObjectCache:
         if not path.is_file():
             raise MeshError(f"{path}: no such file")
         entry = Path(self.root) / f"{self.key(path)}.npz"
-        if entry.is_file():
-            try:
-                with np.load(entry) as z:
-                    return CachedObject(z["verts"], z["faces"], str(z["reject"]))
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged entry is rebuilt below
+        try:
+            with np.load(entry) as z:
+                return CachedObject(z["verts"], z["faces"], str(z["reject"]))
+        except (OSError, ValueError, KeyError):
+            pass  # no entry yet, or a damaged one: (re)built below
         mesh = load_mesh(path)
         obj = CachedObject(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64))
         if self.filter is not None:

@@ -193,8 +193,8 @@ class MeshSDF:
         if self.sign == "vote" and is_closed(self.faces):
             self._rays = 1
         self._fcpw = None
-        if self.distance_engine == "fcpw" and _fcpw_module() is not None:
-            fcpw = _fcpw_module()
+        fcpw = _fcpw_module() if self.distance_engine == "fcpw" else None
+        if fcpw is not None:
             scene = fcpw.scene_3D()
             scene.set_object_count(1)
             scene.set_object_vertices(np.asfortranarray(self._v, dtype=np.float32), 0)
