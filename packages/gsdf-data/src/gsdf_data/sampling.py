@@ -172,7 +172,6 @@ def sample_points(
     points = points[spatial_order(points)]  # the SDF queries run faster in this order
 
     if config.backend == "mesh-to-sdf":
-        queries = None
 
         def sdf_of(p, ordered=False):
             return np.stack([mesh_to_sdf_signed_distance(m, p) for m in unit], axis=1)

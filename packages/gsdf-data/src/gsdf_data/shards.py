@@ -439,7 +439,7 @@ class ShardSet:
         """
         rng = rng if rng is not None else np.random.default_rng()
         s, j = self._locate(i)
-        c0, c1, c2, c3 = s.counts[j].tolist()
+        c0, c1, c2, c3 = (int(x) for x in s.counts[j])
         total = c0 + c1 + c2 + c3
         # (start, length) of the four cyclic ranges: hand in, hand out, object in, object out
         starts = (0, c0 + c1, c0, c0 + c1 + c2)
@@ -449,12 +449,10 @@ class ShardSet:
             if k and not length:
                 raise ValueError(f"sample {i}: a mesh has no points on one side")
         if replace:
-            block = np.repeat(np.arange(4), sizes)
-            u = rng.random(len(block))
-            idx = np.asarray(starts)[block] + (u * np.asarray(lengths, np.float64)[block]).astype(
-                np.int64
-            )
-            idx %= total
+            n = sum(sizes)
+            st = np.repeat(np.asarray(starts, np.int64), sizes)
+            ln = np.repeat(np.asarray(lengths, np.float64), sizes)
+            idx = (st + (rng.random(n) * ln).astype(np.int64)) % total
         else:
             idx = np.concatenate(
                 [
@@ -465,14 +463,17 @@ class ShardSet:
                 or [np.zeros(0, np.int64)]
             )
         if s.points is not None and s.sdf is not None:
-            idx += j * s.points.shape[1]
-            pts = s.points.reshape(-1, 3).take(idx, axis=0)
-            d = s.sdf.reshape(-1, 2).take(idx, axis=0)
+            rows = idx + j * s.points.shape[1]
+            pts = s.points.reshape(-1, 3).take(rows, axis=0)
+            d = s.sdf.reshape(-1, 2).take(rows, axis=0).astype(np.float32)
         else:
             pts, sdf = self._point_arrays(s, j)
-            pts, d = np.asarray(pts[idx]), np.asarray(sdf[idx])
-        d = d.T.astype(np.float32)  # (2, n): each row contiguous
-        return {"points": self._decode_points(pts), "sdf_hand": d[0], "sdf_obj": d[1]}
+            pts, d = np.asarray(pts[idx]), np.asarray(sdf[idx], dtype=np.float32)
+        return {
+            "points": self._decode_points(pts),
+            "sdf_hand": np.ascontiguousarray(d[:, 0]),
+            "sdf_obj": np.ascontiguousarray(d[:, 1]),
+        }
 
 
 def write_manifest(root: str | Path, entries: list[dict], extra: dict) -> dict:
