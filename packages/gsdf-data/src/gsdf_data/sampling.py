@@ -49,7 +49,7 @@ class SamplingConfig:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     max_topup_rounds: int = 8
-    distance_engine: str = "fcpw"
+    distance_engine: str = "bvh"
 
 
 @dataclass

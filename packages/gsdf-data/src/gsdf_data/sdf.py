@@ -2,24 +2,26 @@
 
 Owns the SDF backends:
 
-- ``"open3d"`` (the default behind ``"auto"``): exact unsigned distance from a BVH
-  closest-point query (``fcpw``: 1.3-2x faster than open3d's ``RaycastingScene`` on the
-  distance queries alone, 7-12 % on a whole 40k-point pair; ``distance_engine="open3d"``
-  uses the latter), and a sign from open3d ray casting that stays right on open,
-  non-watertight meshes. Queries run in Morton (Z-curve) order, where neighbouring queries
-  walk the same BVH nodes (15-35 % faster queries than in random order on the bench meshes).
-  Sign methods (``sign=``), measured in ``bench/bench_sdf.py``:
+- ``"open3d"`` (the default behind ``"auto"``; the name is historical): exact unsigned
+  distance from our own BVH closest-point query (:mod:`gsdf_data.bvh`, float64; 1.5-2x
+  faster than fcpw and open3d's ``RaycastingScene`` on the sampler's queries, measured in
+  ``bench/bench_sdf.py``; ``distance_engine="open3d"`` uses the latter), and a sign that
+  stays right on open, non-watertight meshes. Queries run in Morton (Z-curve) order, where
+  neighbouring queries share their closest triangles. Sign methods (``sign=``), measured in
+  ``bench/bench_sdf.py``:
 
-  * ``"vote"`` (default): ray-parity inside test over several fixed directions, majority
-    vote. A hole only flips the rays that leave through it, so a point deep inside an open
-    shell keeps its sign as long as the hole covers less than half of its view sphere.
-    Three rays first; the remaining ones only where those three disagree. On a closed,
-    consistently oriented mesh (every edge used once in each direction, e.g. a MANO hand
-    closed at the wrist) one ray's parity is already exact, and only one is cast.
+  * ``"vote"`` (default): ray-parity inside test (open3d ray casting) over several fixed
+    directions, majority vote. A hole only flips the rays that leave through it, so a point
+    deep inside an open shell keeps its sign as long as the hole covers less than half of
+    its view sphere. Three rays first; the remaining ones only where those three disagree.
+    On a closed, consistently outward-oriented mesh (every edge used once in each
+    direction, positive volume: e.g. a MANO hand closed at the wrist) the closest feature's
+    pseudo-normal is exact and comes with the distance query: no ray is cast.
   * ``"parity"``: one ray; exact on closed meshes, wrong behind every hole of an open one.
-  * ``"pseudonormal"``: side of the angle-weighted pseudo-normal at the closest point
-    (Baerentzen & Aanaes 2005); exact on closed manifold meshes, one query for distance
-    and sign, but wrong where the closest feature is a hole's border or a flipped face.
+  * ``"pseudonormal"``: side of the angle-weighted pseudo-normal of the closest feature
+    (face, edge or vertex; Baerentzen & Aanaes 2005); exact on closed manifold meshes, one
+    query for distance and sign, but wrong where the closest feature is a hole's border or
+    a flipped face.
   * ``"winding"``: generalized winding number (Jacobson et al. 2013), exact O(N·F) sum;
     the reference for open meshes, too slow for 40,000 points on big meshes.
 
@@ -32,14 +34,15 @@ Brute-force references for tests and benchmarks: :func:`brute_force_distance` an
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from gsdf_data.bvh import BVH
+
 BACKENDS = ("auto", "open3d", "mesh-to-sdf")
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
-DISTANCE_ENGINES = ("fcpw", "open3d")
+DISTANCE_ENGINES = ("bvh", "open3d")
 DEFAULT_RAYS = 9
 
 
@@ -111,6 +114,12 @@ def is_closed(faces: np.ndarray) -> bool:
     return bool(len(f)) and bool(np.all(key[1:] != key[:-1])) and np.array_equal(key, rev)
 
 
+def _volume(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Signed volume enclosed by the faces (positive for a closed, outward mesh)."""
+    t = verts[faces]
+    return float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6.0)
+
+
 def _vote_directions(n: int) -> np.ndarray:
     """(n,3) fixed, well spread unit directions (Fibonacci sphere, slightly rotated so that no
     direction is axis-aligned: axis-aligned rays graze the faces of boxes)."""
@@ -125,19 +134,6 @@ def _vote_directions(n: int) -> np.ndarray:
     return d @ (ry @ rx).T
 
 
-_hit_distance = operator.attrgetter("d")
-
-
-def _fcpw_module():
-    """The fcpw module, or None where it has no wheel (Linux aarch64): open3d's distance query
-    then answers, with the same values, somewhat slower."""
-    try:
-        import fcpw
-    except ImportError:
-        return None
-    return fcpw
-
-
 @dataclass
 class MeshSDF:
     """A mesh prepared for repeated signed-distance queries (BVH built once).
@@ -146,7 +142,8 @@ class MeshSDF:
         verts: (V,3) vertices. faces: (F,3) vertex indices.
         sign: one of ``SIGN_METHODS``. n_rays: odd number of rays for ``"vote"``.
         nthreads: open3d threads (0 = all cores; use 1 inside worker processes).
-        distance_engine: ``"fcpw"`` (default, single-threaded) or ``"open3d"``.
+        distance_engine: ``"bvh"`` (default: :mod:`gsdf_data.bvh`, one thread) or
+            ``"open3d"`` (float32).
         frame: optional (4,4) map from the mesh's own frame to the frame of ``verts``, a
             rotation times a uniform scale plus a translation (e.g. an object's model frame,
             where it is axis-aligned). The BVHs are built in that frame, where their boxes fit
@@ -159,7 +156,7 @@ class MeshSDF:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     nthreads: int = 1
-    distance_engine: str = "fcpw"
+    distance_engine: str = "bvh"
     frame: np.ndarray | None = None
     _scene: object = field(default=None, repr=False)
 
@@ -182,25 +179,22 @@ class MeshSDF:
         self._rot, self._scale, self._shift = _similarity(self.frame)
         # the mesh in its own frame: every query below runs there
         self._v = self._local(self.verts)
-        self._scene = o3d.t.geometry.RaycastingScene()
-        self._scene.add_triangles(
-            o3d.core.Tensor(self._v.astype(np.float32)),
-            o3d.core.Tensor(self.faces.astype(np.uint32)),
-        )
         self._lo = self._v.min(axis=0)
         self._hi = self._v.max(axis=0)
-        self._rays = self.n_rays
-        if self.sign == "vote" and is_closed(self.faces):
-            self._rays = 1
-        self._fcpw = None
-        fcpw = _fcpw_module() if self.distance_engine == "fcpw" else None
-        if fcpw is not None:
-            scene = fcpw.scene_3D()
-            scene.set_object_count(1)
-            scene.set_object_vertices(np.asfortranarray(self._v, dtype=np.float32), 0)
-            scene.set_object_triangles(np.asfortranarray(self.faces, dtype=np.int32), 0)
-            scene.build(fcpw.aggregate_type.bvh_surface_area, True)
-            self._fcpw = scene
+        # closed and outward: the closest feature's pseudo-normal is the exact sign
+        self._pn = self.sign == "pseudonormal" or (
+            self.sign == "vote" and is_closed(self.faces) and _volume(self._v, self.faces) > 0
+        )
+        self._bvh = None
+        if self.distance_engine == "bvh" or self._pn:
+            self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=self._pn)
+        self._scene = None
+        if self.distance_engine == "open3d" or not self._pn:
+            self._scene = o3d.t.geometry.RaycastingScene()
+            self._scene.add_triangles(
+                o3d.core.Tensor(self._v.astype(np.float32)),
+                o3d.core.Tensor(self.faces.astype(np.uint32)),
+            )
 
     @classmethod
     def from_mesh(cls, mesh, **kwargs) -> MeshSDF:
@@ -236,8 +230,14 @@ class MeshSDF:
         points = np.asarray(points, dtype=np.float64)
         if ordered:
             q = self._local(points)
-            d = self._distance(q) * self._scale
-            return np.where(self._inside(q), -d, d)
+            if self.distance_engine == "bvh":
+                d, _, inside = self._bvh.query(q)
+            else:
+                d, inside = self._distance(q), None
+            if inside is None:
+                inside = self._inside(q)
+            d = d * self._scale
+            return np.where(inside, -d, d)
         order = spatial_order(points)
         out = np.empty(len(points))
         out[order] = self.signed_distance(points[order], ordered=True)
@@ -246,15 +246,14 @@ class MeshSDF:
     def _distance(self, q: np.ndarray) -> np.ndarray:
         if len(q) == 0:
             return np.zeros(0)
-        if self._fcpw is None:
-            d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
-            return d.numpy().astype(np.float64)
-        hits = _fcpw_module().interaction_3D_list()
-        q = np.asfortranarray(q, dtype=np.float32)
-        self._fcpw.find_closest_points(q, np.full(len(q), np.inf, np.float32), hits)
-        return np.fromiter(map(_hit_distance, hits), np.float64, len(q))
+        if self.distance_engine == "bvh":
+            return self._bvh.query(q)[0]
+        d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
+        return d.numpy().astype(np.float64)
 
     def _inside(self, points: np.ndarray) -> np.ndarray:
+        if self._pn:
+            return self._bvh.query(points)[2]
         out = np.zeros(len(points), dtype=bool)
         # Outside the bounding box is outside for every method but the winding number of an
         # open mesh; skipping those points saves most rays for the far, uniform samples.
@@ -265,12 +264,7 @@ class MeshSDF:
         q = points[idx]
         if self.sign == "winding":
             return winding_number(self._v, self.faces, points) > 0.5
-        if self.sign == "parity":
-            out[idx] = self._parity_vote(q, 1)
-        elif self.sign == "vote":
-            out[idx] = self._parity_vote(q, self._rays)
-        else:
-            out[idx] = self._pseudonormal_inside(q)
+        out[idx] = self._parity_vote(q, 1 if self.sign == "parity" else self.n_rays)
         return out
 
     def _odd(self, q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
@@ -297,57 +291,6 @@ class MeshSDF:
             rest = self._odd(q[split], dirs[3:]).sum(axis=1)
             inside[split] = (first[split] + rest) * 2 > n
         return inside
-
-    def _pseudonormals(self):
-        if getattr(self, "_pn", None) is None:
-            v, f = self._v, self.faces
-            tri = v[f]
-            fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-30)
-            # angle-weighted vertex normals
-            vn = np.zeros_like(v)
-            for k in range(3):
-                e1 = tri[:, (k + 1) % 3] - tri[:, k]
-                e2 = tri[:, (k + 2) % 3] - tri[:, k]
-                cos = np.einsum("ij,ij->i", e1, e2) / np.maximum(
-                    np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1), 1e-30
-                )
-                ang = np.arccos(np.clip(cos, -1.0, 1.0))
-                np.add.at(vn, f[:, k], fn * ang[:, None])
-            # edge normals: sum of the normals of the faces sharing the edge
-            edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-            key = edges[:, 0] * (len(v) + 1) + edges[:, 1]
-            uniq, inv = np.unique(key, return_inverse=True)
-            en = np.zeros((len(uniq), 3))
-            np.add.at(en, inv, np.tile(fn, (3, 1)))
-            # face k's edges in the order (v0v1, v1v2, v2v0)
-            edge_of_face = inv.reshape(3, -1).T
-            self._pn = (fn, vn, en, edge_of_face)
-        return self._pn
-
-    def _pseudonormal_inside(self, q: np.ndarray) -> np.ndarray:
-        r = self._scene.compute_closest_points(self._t(q), nthreads=self.nthreads)
-        fid = r["primitive_ids"].numpy().astype(np.int64)
-        uv = r["primitive_uvs"].numpy().astype(np.float64)
-        cp = r["points"].numpy().astype(np.float64)
-        fn, vn, en, eof = self._pseudonormals()
-        # open3d's uv: closest = (1-u-v)·v0 + u·v1 + v·v2
-        w = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
-        eps = 1e-5
-        zero = w < eps
-        nz = zero.sum(axis=1)
-        n = fn[fid].copy()
-        # on an edge: the zero barycentric is the vertex opposite to it
-        on_edge = nz == 1
-        if on_edge.any():
-            opp = np.argmax(zero[on_edge], axis=1)  # 0 -> edge v1v2, 1 -> v2v0, 2 -> v0v1
-            slot = np.array([1, 2, 0])[opp]
-            n[on_edge] = en[eof[fid[on_edge], slot]]
-        on_vert = nz >= 2
-        if on_vert.any():
-            k = np.argmax(w[on_vert], axis=1)
-            n[on_vert] = vn[self.faces[fid[on_vert], k]]
-        return np.einsum("ij,ij->i", q - cp, n) < 0.0
 
 
 def signed_distance(

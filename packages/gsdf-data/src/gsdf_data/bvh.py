@@ -1,0 +1,384 @@
+"""Exact closest points on a triangle mesh: a bounding volume hierarchy and its queries.
+
+Compiled with numba, float64 throughout. Built for the SDF sampler's workload: tens of
+thousands of queries per mesh, many of them far from it (the other mesh's near-surface
+points, the uniform ones), sent in a spatially coherent (Morton) order. Each query starts
+from the previous query's closest triangle: its distance is a tight upper bound, so the
+traversal prunes every box farther than that from the first node on. Measured in
+``bench/bench_sdf.py`` against fcpw and open3d (Embree) on the same queries.
+
+Besides the distance, a query reports which feature of its triangle is closest (face
+interior, an edge or a vertex), which gives the sign for free on closed, consistently
+oriented meshes through angle-weighted pseudo-normals (Baerentzen & Aanaes 2005).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+LEAF_SIZE = 4
+_BINS = 16
+
+# feature codes of the closest point on a triangle (a, b, c)
+FACE, VERT_A, VERT_B, VERT_C, EDGE_AB, EDGE_BC, EDGE_CA = range(7)
+
+
+@nb.njit(cache=True, inline="always")
+def _area(dx, dy, dz):
+    """Half the surface area of a box with these sides (0 for an empty box)."""
+    if dx < 0.0:
+        return 0.0
+    return dx * dy + dy * dz + dz * dx
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _build(tri_lo, tri_hi, cen, leaf_size):
+    """Binned-SAH BVH over triangle boxes, split along the longest axis of the centroids.
+    Returns the triangle order and, per node, its box (lo, hi), first child (the second is
+    first + 1; -1 for a leaf), triangle range and the tree's depth."""
+    n = len(cen)
+    order = np.arange(n)
+    cap = 2 * n + 1
+    lo = np.empty((cap, 3))
+    hi = np.empty((cap, 3))
+    child = np.full(cap, -1, np.int64)
+    start = np.zeros(cap, np.int64)
+    count = np.zeros(cap, np.int64)
+    depth = np.zeros(cap, np.int64)
+    stack = np.empty(cap, np.int64)
+    bin_lo = np.empty((_BINS, 3))
+    bin_hi = np.empty((_BINS, 3))
+    bin_n = np.zeros(_BINS, np.int64)
+    right_cost = np.empty(_BINS)
+    start[0], count[0] = 0, n
+    n_nodes, sp = 1, 1
+    stack[0] = 0
+    while sp > 0:
+        sp -= 1
+        node = stack[sp]
+        s, c = start[node], count[node]
+        x0 = y0 = z0 = cx0 = cy0 = cz0 = np.inf
+        x1 = y1 = z1 = cx1 = cy1 = cz1 = -np.inf
+        for i in range(s, s + c):
+            t = order[i]
+            x0, y0, z0 = min(x0, tri_lo[t, 0]), min(y0, tri_lo[t, 1]), min(z0, tri_lo[t, 2])
+            x1, y1, z1 = max(x1, tri_hi[t, 0]), max(y1, tri_hi[t, 1]), max(z1, tri_hi[t, 2])
+            cx0, cy0, cz0 = min(cx0, cen[t, 0]), min(cy0, cen[t, 1]), min(cz0, cen[t, 2])
+            cx1, cy1, cz1 = max(cx1, cen[t, 0]), max(cy1, cen[t, 1]), max(cz1, cen[t, 2])
+        lo[node, 0], lo[node, 1], lo[node, 2] = x0, y0, z0
+        hi[node, 0], hi[node, 1], hi[node, 2] = x1, y1, z1
+        if c <= leaf_size:
+            continue
+        axis, c0, ext = 0, cx0, cx1 - cx0
+        if cy1 - cy0 > ext:
+            axis, c0, ext = 1, cy0, cy1 - cy0
+        if cz1 - cz0 > ext:
+            axis, c0, ext = 2, cz0, cz1 - cz0
+        mid = s + c // 2  # all centroids coincide: split the range in half
+        if ext > 0.0:
+            scale = _BINS / ext
+            bin_n[:] = 0
+            bin_lo[:] = np.inf
+            bin_hi[:] = -np.inf
+            for i in range(s, s + c):
+                t = order[i]
+                b = min(int((cen[t, axis] - c0) * scale), _BINS - 1)
+                bin_n[b] += 1
+                for k in range(3):
+                    bin_lo[b, k] = min(bin_lo[b, k], tri_lo[t, k])
+                    bin_hi[b, k] = max(bin_hi[b, k], tri_hi[t, k])
+            # SAH cost of splitting after bin b: area(left) n_left + area(right) n_right
+            x0 = y0 = z0 = np.inf
+            x1 = y1 = z1 = -np.inf
+            m = 0
+            for b in range(_BINS - 1, 0, -1):
+                m += bin_n[b]
+                x0, y0, z0 = min(x0, bin_lo[b, 0]), min(y0, bin_lo[b, 1]), min(z0, bin_lo[b, 2])
+                x1, y1, z1 = max(x1, bin_hi[b, 0]), max(y1, bin_hi[b, 1]), max(z1, bin_hi[b, 2])
+                right_cost[b] = _area(x1 - x0, y1 - y0, z1 - z0) * m
+            x0 = y0 = z0 = np.inf
+            x1 = y1 = z1 = -np.inf
+            m = 0
+            best_cost, split = np.inf, -1
+            for b in range(_BINS - 1):
+                m += bin_n[b]
+                x0, y0, z0 = min(x0, bin_lo[b, 0]), min(y0, bin_lo[b, 1]), min(z0, bin_lo[b, 2])
+                x1, y1, z1 = max(x1, bin_hi[b, 0]), max(y1, bin_hi[b, 1]), max(z1, bin_hi[b, 2])
+                if 0 < m < c:
+                    cost = _area(x1 - x0, y1 - y0, z1 - z0) * m + right_cost[b + 1]
+                    if cost < best_cost:
+                        best_cost, split = cost, b
+            if split >= 0:
+                i, j = s, s + c - 1
+                while i <= j:
+                    t = order[i]
+                    if min(int((cen[t, axis] - c0) * scale), _BINS - 1) <= split:
+                        i += 1
+                    else:
+                        order[i], order[j] = order[j], order[i]
+                        j -= 1
+                if s < i < s + c:
+                    mid = i
+        first = n_nodes
+        n_nodes += 2
+        child[node] = first
+        start[first], count[first] = s, mid - s
+        start[first + 1], count[first + 1] = mid, s + c - mid
+        depth[first] = depth[first + 1] = depth[node] + 1
+        stack[sp] = first
+        stack[sp + 1] = first + 1
+        sp += 2
+    m = n_nodes
+    return (
+        order,
+        lo[:m].copy(),
+        hi[:m].copy(),
+        child[:m].copy(),
+        start[:m].copy(),
+        count[:m].copy(),
+        depth[:m].max(),
+    )
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _box_d2(px, py, pz, lo, hi, node):
+    d = 0.0
+    e = max(lo[node, 0] - px, 0.0, px - hi[node, 0])
+    d += e * e
+    e = max(lo[node, 1] - py, 0.0, py - hi[node, 1])
+    d += e * e
+    e = max(lo[node, 2] - pz, 0.0, pz - hi[node, 2])
+    d += e * e
+    return d
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _segment(px, py, pz, ux, uy, uz):
+    """p minus its closest point on the segment from the origin to u."""
+    uu = ux * ux + uy * uy + uz * uz
+    t = 0.0
+    if uu > 0.0:
+        t = min(max((px * ux + py * uy + pz * uz) / uu, 0.0), 1.0)
+    return px - t * ux, py - t * uy, pz - t * uz
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _segments_offset(apx, apy, apz, abx, aby, abz, acx, acy, acz):
+    """Closest of the three edges of a degenerate triangle (a at the origin of ap)."""
+    x, y, z = _segment(apx, apy, apz, abx, aby, abz)
+    best, out = x * x + y * y + z * z, (x, y, z, EDGE_AB)
+    x, y, z = _segment(apx, apy, apz, acx, acy, acz)
+    if x * x + y * y + z * z < best:
+        best, out = x * x + y * y + z * z, (x, y, z, EDGE_CA)
+    x, y, z = _segment(apx - abx, apy - aby, apz - abz, acx - abx, acy - aby, acz - abz)
+    if x * x + y * y + z * z < best:
+        out = (x, y, z, EDGE_BC)
+    return out
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _tri_offset(px, py, pz, tri, t):
+    """p minus its closest point on triangle t (row: a, b - a, c - a) and the closest
+    feature (Ericson, Real-Time Collision Detection, 5.1.5)."""
+    ax, ay, az = tri[t, 0], tri[t, 1], tri[t, 2]
+    abx, aby, abz = tri[t, 3], tri[t, 4], tri[t, 5]
+    acx, acy, acz = tri[t, 6], tri[t, 7], tri[t, 8]
+    apx, apy, apz = px - ax, py - ay, pz - az
+    d1 = abx * apx + aby * apy + abz * apz
+    d2 = acx * apx + acy * apy + acz * apz
+    if d1 <= 0.0 and d2 <= 0.0:
+        return apx, apy, apz, VERT_A
+    bpx, bpy, bpz = apx - abx, apy - aby, apz - abz
+    d3 = abx * bpx + aby * bpy + abz * bpz
+    d4 = acx * bpx + acy * bpy + acz * bpz
+    if d3 >= 0.0 and d4 <= d3:
+        return bpx, bpy, bpz, VERT_B
+    vc = d1 * d4 - d3 * d2
+    if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
+        v = d1 / (d1 - d3) if d1 > d3 else 0.0  # 0 on a zero-length edge
+        qx, qy, qz = apx - v * abx, apy - v * aby, apz - v * abz
+        return qx, qy, qz, EDGE_AB
+    cpx, cpy, cpz = apx - acx, apy - acy, apz - acz
+    d5 = abx * cpx + aby * cpy + abz * cpz
+    d6 = acx * cpx + acy * cpy + acz * cpz
+    if d6 >= 0.0 and d5 <= d6:
+        return cpx, cpy, cpz, VERT_C
+    vb = d5 * d2 - d1 * d6
+    if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
+        w = d2 / (d2 - d6) if d2 > d6 else 0.0
+        qx, qy, qz = apx - w * acx, apy - w * acy, apz - w * acz
+        return qx, qy, qz, EDGE_CA
+    va = d3 * d6 - d5 * d4
+    if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
+        den = (d4 - d3) + (d5 - d6)
+        w = (d4 - d3) / den if den > 0.0 else 0.0
+        # closest = b + w (c - b); p - closest = bp - w (ac - ab)
+        qx = bpx - w * (acx - abx)
+        qy = bpy - w * (acy - aby)
+        qz = bpz - w * (acz - abz)
+        return qx, qy, qz, EDGE_BC
+    tot = va + vb + vc  # inside the face: va, vb, vc >= 0
+    if not tot > 0.0:  # a zero-area triangle: its closest point is on an edge
+        return _segments_offset(apx, apy, apz, abx, aby, abz, acx, acy, acz)
+    v = vb / tot
+    w = vc / tot
+    qx = apx - v * abx - w * acx
+    qy = apy - v * aby - w * acy
+    qz = apz - v * abz - w * acz
+    return qx, qy, qz, FACE
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _tri_d2(px, py, pz, tri, t):
+    qx, qy, qz, f = _tri_offset(px, py, pz, tri, t)
+    return qx * qx + qy * qy + qz * qz, f
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _closest(points, tri, lo, hi, child, start, count, depth, normals, d_out, face_out, inside_out):
+    """For each point, in the given order: distance, closest triangle (in BVH order) and,
+    where ``normals`` (F, 7, 3) holds per-feature pseudo-normals, whether it is inside.
+    Each query is seeded with the previous query's triangle: its distance bounds the search."""
+    stack = np.empty(depth + 2, np.int64)  # at most one pending sibling per level
+    stack_d = np.empty(depth + 2)
+    signed = normals.shape[0] > 0
+    prev = 0
+    for i in range(len(points)):
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        best, _ = _tri_d2(px, py, pz, tri, prev)
+        best_t = prev
+        stack[0] = 0
+        stack_d[0] = 0.0
+        sp = 1
+        while sp > 0:
+            sp -= 1
+            if stack_d[sp] >= best:
+                continue
+            node = stack[sp]
+            first = child[node]
+            if first < 0:
+                for t in range(start[node], start[node] + count[node]):
+                    d, _ = _tri_d2(px, py, pz, tri, t)
+                    if d < best:
+                        best, best_t = d, t
+                continue
+            dl = _box_d2(px, py, pz, lo, hi, first)
+            dr = _box_d2(px, py, pz, lo, hi, first + 1)
+            # push the farther child first: the nearer one is visited next
+            if dl > dr:
+                dl, dr = dr, dl
+                near, far = first + 1, first
+            else:
+                near, far = first, first + 1
+            if dr < best:
+                stack[sp], stack_d[sp] = far, dr
+                sp += 1
+            if dl < best:
+                stack[sp], stack_d[sp] = near, dl
+                sp += 1
+        d_out[i] = np.sqrt(best)
+        face_out[i] = best_t
+        if signed:
+            qx, qy, qz, f = _tri_offset(px, py, pz, tri, best_t)
+            n = normals[best_t, f]
+            inside_out[i] = qx * n[0] + qy * n[1] + qz * n[2] < 0.0
+        prev = best_t
+
+
+def _feature_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 7, 3) angle-weighted pseudo-normal of each feature of each face (indexed by the
+    feature codes): the face normal, its vertices' and its edges' normals. An edge's normal is
+    the sum of the normals of the faces using it (one face on a border)."""
+    tri = verts[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
+    vn = np.zeros((len(verts), 3))
+    for k in range(3):
+        e1 = tri[:, (k + 1) % 3] - tri[:, k]
+        e2 = tri[:, (k + 2) % 3] - tri[:, k]
+        cos = np.einsum("ij,ij->i", e1, e2) / np.maximum(
+            np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1), 1e-300
+        )
+        w = fn * np.arccos(np.clip(cos, -1.0, 1.0))[:, None]
+        for j in range(3):
+            vn[:, j] += np.bincount(faces[:, k], w[:, j], minlength=len(verts))
+    # edges ab, bc, ca of every face, as undirected keys; equal keys share one normal
+    lo = np.minimum(faces, np.roll(faces, -1, axis=1))
+    hi = np.maximum(faces, np.roll(faces, -1, axis=1))
+    key = (lo * (len(verts) + 1) + hi).ravel()
+    _, inv = np.unique(key, return_inverse=True)
+    fn3 = np.repeat(fn, 3, axis=0)
+    en = np.stack([np.bincount(inv, fn3[:, j]) for j in range(3)], axis=1)[inv]
+    out = np.empty((len(faces), 7, 3))
+    out[:, FACE] = fn
+    out[:, VERT_A], out[:, VERT_B], out[:, VERT_C] = (vn[faces[:, k]] for k in range(3))
+    en = en.reshape(-1, 3, 3)
+    out[:, EDGE_AB], out[:, EDGE_BC], out[:, EDGE_CA] = en[:, 0], en[:, 1], en[:, 2]
+    return out
+
+
+@dataclass(frozen=True)
+class BVH:
+    """A triangle mesh's BVH for exact closest-point queries (float64).
+
+    ``pseudonormal_sign``: also answer inside/outside from the closest feature's angle-weighted
+    pseudo-normal; exact on closed, consistently outward-oriented, manifold meshes only.
+    """
+
+    tri: np.ndarray  # (F, 9) a, b - a, c - a per triangle, in BVH order
+    order: np.ndarray  # (F,) input face index of each BVH-ordered triangle
+    lo: np.ndarray
+    hi: np.ndarray
+    child: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    depth: int
+    normals: np.ndarray  # (F, 7, 3) in BVH order, or (0, 7, 3)
+
+    @classmethod
+    def build(
+        cls, verts, faces, pseudonormal_sign: bool = False, leaf_size: int = LEAF_SIZE
+    ) -> BVH:
+        v = np.asarray(verts, dtype=np.float64)
+        f = np.asarray(faces, dtype=np.int64)
+        if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+            raise ValueError(f"faces must be a non-empty (F, 3) array, got shape {f.shape}")
+        t = v[f]
+        a, b, c = t[:, 0], t[:, 1], t[:, 2]
+        order, lo, hi, child, start, count, depth = _build(
+            np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c), a + b + c, leaf_size
+        )
+        t = t[order]
+        tri = np.concatenate([t[:, 0], t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=1)
+        normals = _feature_normals(v, f)[order] if pseudonormal_sign else np.zeros((0, 7, 3))
+        return cls(
+            np.ascontiguousarray(tri), order, lo, hi, child, start, count, int(depth), normals
+        )
+
+    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Exact distance (N,), closest face index (N,, input numbering) and, when built with
+        ``pseudonormal_sign``, inside (N,) bool; else None. Fastest on spatially ordered
+        points (see :func:`gsdf_data.sdf.spatial_order`)."""
+        p = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        d = np.empty(len(p))
+        face = np.empty(len(p), np.int64)
+        inside = np.zeros(len(p), np.bool_)
+        if len(p):
+            _closest(
+                p,
+                self.tri,
+                self.lo,
+                self.hi,
+                self.child,
+                self.start,
+                self.count,
+                self.depth,
+                self.normals,
+                d,
+                face,
+                inside,
+            )
+        return d, self.order[face], (inside if len(self.normals) else None)

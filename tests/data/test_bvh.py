@@ -1,0 +1,71 @@
+"""The BVH closest-point query against brute force (distances, closest faces, features) and
+its pseudo-normal sign against winding numbers."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from gsdf_data.bvh import BVH
+from gsdf_data.sdf import brute_force_distance, spatial_order, winding_number
+
+
+def _points(rng, mesh, n):
+    size = float(np.linalg.norm(mesh.extents))
+    near = mesh.sample(n, seed=int(rng.integers(1 << 30))) + rng.normal(0.0, 0.01 * size, (n, 3))
+    far = rng.uniform(-1.5 * size, 1.5 * size, (n, 3)) + mesh.centroid
+    return np.vstack([near, far])
+
+
+@pytest.mark.parametrize("leaf_size", [1, 4, 9])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_distances_and_faces_match_brute_force(leaf_size, ordered):
+    rng = np.random.default_rng(0)
+    mesh = trimesh.creation.torus(0.5, 0.15, major_sections=32, minor_sections=12)
+    faces = np.vstack([mesh.faces, [[0, 0, 1], [2, 3, 2], [4, 4, 4]]])  # degenerate faces
+    p = _points(rng, mesh, 1500)
+    if ordered:
+        p = p[spatial_order(p)]
+    bvh = BVH.build(mesh.vertices, faces, leaf_size=leaf_size)
+    d, face, inside = bvh.query(p)
+    truth = brute_force_distance(mesh.vertices, faces, p)
+    np.testing.assert_allclose(d, truth, rtol=0, atol=1e-12)
+    assert inside is None
+    # the reported face is at that distance
+    at_face = [
+        brute_force_distance(mesh.vertices, faces[f : f + 1], q[None])[0]
+        for f, q in zip(face[:300], p[:300], strict=True)
+    ]
+    np.testing.assert_allclose(at_face, truth[:300], atol=1e-12)
+
+
+def test_coincident_and_single_triangles():
+    tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    p = np.array([[0.2, 0.2, 1.0], [2.0, 0, 0], [-1.0, -1, 0], [0.5, 0.5, 0.0]])
+    d, _, _ = BVH.build(tri, [[0, 1, 2]]).query(p)
+    np.testing.assert_allclose(d, [1.0, 1.0, np.sqrt(2.0), 0.0], atol=1e-15)
+    # many copies of the same triangle: centroids coincide, the build must still split
+    copies = np.tile([0, 1, 2], (50, 1))
+    d2, _, _ = BVH.build(tri, copies).query(p)
+    np.testing.assert_allclose(d2, d, atol=1e-15)
+    assert BVH.build(tri, [[0, 1, 2]]).query(np.zeros((0, 3)))[0].shape == (0,)
+    with pytest.raises(ValueError, match="faces"):
+        BVH.build(tri, np.zeros((0, 3), int))
+
+
+@pytest.mark.parametrize(
+    "mesh",
+    [
+        trimesh.creation.icosphere(2, radius=0.5),
+        trimesh.creation.box((0.6, 0.3, 0.2)),  # sharp edges and corners
+        trimesh.creation.torus(0.5, 0.15, major_sections=24, minor_sections=10),
+    ],
+    ids=["sphere", "box", "torus"],
+)
+def test_pseudonormal_sign_matches_the_winding_number(mesh):
+    rng = np.random.default_rng(2)
+    p = _points(rng, mesh, 2000)
+    p = np.vstack([p, mesh.vertices * 1.001, mesh.vertices * 0.999])  # at the corners
+    d, _, inside = BVH.build(mesh.vertices, mesh.faces, pseudonormal_sign=True).query(p)
+    truth = winding_number(mesh.vertices, mesh.faces, p) > 0.5
+    ok = d > 1e-9  # on the surface either answer is right
+    assert np.array_equal(inside[ok], truth[ok])
