@@ -259,3 +259,32 @@ def test_unknown_backend_and_bad_rays_are_rejected():
         signed_distance(mesh, np.zeros((1, 3)), backend="nope")
     with pytest.raises(ValueError, match="odd"):
         MeshSDF.from_mesh(mesh, n_rays=4)
+
+
+def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
+    from gsdf_data.sdf import PlacedSDFs
+
+    rng = np.random.default_rng(12)
+    model = trimesh.creation.annulus(0.2, 0.3, 0.25)  # closed: pseudo-normal sign
+    cup = trimesh.Trimesh(model.vertices, model.faces[:-40])  # open: ray vote
+    memo = PlacedSDFs(size=1)
+    for mesh in (model, cup):
+        frames = []
+        for _ in range(3):
+            f = np.eye(4)
+            f[:3, :3] = 1.3 * trimesh.transformations.random_rotation_matrix(rng.random(3))[:3, :3]
+            f[:3, 3] = rng.normal(0, 0.5, 3)
+            frames.append(f)
+        p = _queries(rng, 500, 1.5)
+        first = memo.get(mesh.vertices, mesh.faces, frames[0])
+        for f in frames:
+            placed = memo.get(mesh.vertices, mesh.faces, f)
+            assert placed._bvh is first._bvh  # built once
+            fresh = MeshSDF(mesh.vertices, mesh.faces, local=True, frame=f)
+            q = p @ f[:3, :3].T + f[:3, 3]
+            np.testing.assert_array_equal(placed.signed_distance(q), fresh.signed_distance(q))
+            posed = mesh.vertices @ f[:3, :3].T + f[:3, 3]
+            np.testing.assert_allclose(
+                placed.signed_distance(q), MeshSDF(posed, mesh.faces).signed_distance(q), atol=1e-9
+            )
+    assert len(memo._entries) == 1  # the size bound holds

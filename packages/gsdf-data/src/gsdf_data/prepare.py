@@ -60,6 +60,9 @@ class Pair:
         obj_frame: (4,4) map from the object's model frame to the camera frame (rotation
             times uniform scale, translation), or None; SDF queries then run in the model
             frame, where models are axis-aligned (faster, same values).
+        obj_model: (V',3) object vertices in that model frame (``obj_frame`` maps them onto
+            ``obj_mesh``), or None; the sampler then builds the object's query structures
+            once per process and reuses them for the object's other samples.
     """
 
     sample_id: str
@@ -75,6 +78,7 @@ class Pair:
     frame_idx: int = -1
     obj_filtered: FilterConfig | None = None
     obj_frame: np.ndarray | None = None
+    obj_model: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
         sample_id=pair.sample_id,
         seed=config.seed,
         frames=[None, pair.obj_frame],
+        models=[None, pair.obj_model],
     )
     if not (np.isfinite(s.points).all() and np.isfinite(s.sdf).all()):
         raise ValueError("non-finite SDF samples")

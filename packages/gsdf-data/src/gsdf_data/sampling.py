@@ -19,10 +19,14 @@ from gsdf_data.normalize import Normalization, pair_normalization
 from gsdf_data.sdf import (
     DEFAULT_RAYS,
     MeshSDF,
+    PlacedSDFs,
     is_similarity,
     mesh_to_sdf_signed_distance,
     spatial_order,
 )
+
+# per process: the query structures of the last few objects, reused by their other grasps
+_PLACED = PlacedSDFs()
 
 
 class SamplingError(ValueError):
@@ -120,6 +124,7 @@ def sample_points(
     rng: np.random.Generator | None = None,
     norm: Normalization | None = None,
     frames: list | None = None,
+    models: list | None = None,
 ) -> SDFSamples:
     """Sample ``config.n`` points around several meshes and their SDF to each.
 
@@ -131,6 +136,9 @@ def sample_points(
         frames: per mesh, ``None`` or the (4,4) similarity from the mesh's own (model) frame
             to the meshes' frame; the open3d backend then queries in the model frame
             (faster on rotated objects, same values; see :class:`gsdf_data.sdf.MeshSDF`).
+        models: per mesh, ``None`` or its (V,3) vertices in the model frame (``frames``
+            maps them onto the mesh): the mesh's BVH and ray scene are then built once per
+            process and reused by the next samples of the same model.
 
     Returns:
         :class:`SDFSamples` with points (N,3) and sdf (N,M) in unit-cube units.
@@ -178,17 +186,16 @@ def sample_points(
 
     elif config.backend in ("auto", "open3d"):
         frames = list(frames) if frames is not None else [None] * nm
-        queries = [
-            MeshSDF(
-                v,
-                f,
-                sign=config.sign,
-                n_rays=config.n_rays,
-                distance_engine=config.distance_engine,
-                frame=_unit_frame(fr, norm),
-            )
-            for (v, f), fr in zip(unit, frames, strict=True)
-        ]
+        models = list(models) if models is not None else [None] * nm
+        opts = {"sign": config.sign, "n_rays": config.n_rays}
+        opts["distance_engine"] = config.distance_engine
+        queries = []
+        for (v, f), fr, model in zip(unit, frames, models, strict=True):
+            fr = _unit_frame(fr, norm)
+            if fr is not None and model is not None:
+                queries.append(_PLACED.get(model, f, fr, **opts))
+            else:
+                queries.append(MeshSDF(v, f, frame=fr, **opts))
 
         def sdf_of(p, ordered=False):
             return np.stack([q.signed_distance(p, ordered) for q in queries], axis=1)

@@ -115,11 +115,12 @@ def make_pair(
     frame_idx: int,
     obj_filtered=None,
     obj_frame: np.ndarray | None = None,
+    obj_model: np.ndarray | None = None,
 ):
     """The `gsdf_data.prepare.Pair` for one sample; all arrays in the camera frame (OpenCV
     axes, metres): hand (V,3)/(F,3), object (V',3)/(F',3), joints (21,3), hand_rotmats
     (16,3,3), obj_center (3,), obj_pose (4,4); image: encoded JPEG/PNG bytes; K (3,3);
-    obj_filtered, obj_frame: see `Pair`."""
+    obj_filtered, obj_frame, obj_model: see `Pair`."""
     import trimesh
 
     from gsdf_data.prepare import Pair
@@ -138,6 +139,7 @@ def make_pair(
         frame_idx=int(frame_idx),
         obj_filtered=obj_filtered,
         obj_frame=None if obj_frame is None else np.asarray(obj_frame, np.float64),
+        obj_model=None if obj_model is None else np.asarray(obj_model, np.float64),
     )
 
 

@@ -216,6 +216,7 @@ class DexYCBTask:
             frame_idx=self.frame,
             obj_filtered=filtered,
             obj_frame=np.vstack([np.hstack([R, t[:, None]]), [0.0, 0.0, 0.0, 1.0]]),
+            obj_model=rest,
         )
 
 

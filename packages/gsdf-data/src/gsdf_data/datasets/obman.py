@@ -177,6 +177,7 @@ class ObManTask:
             frame_idx=int(meta.get("frame_idx", 0)),
             obj_filtered=filtered,
             obj_frame=full,
+            obj_model=rest,
         )
 
 
