@@ -144,13 +144,13 @@ def _build(tri_lo, tri_hi, cen, leaf_size):
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
-def _box_d2(px, py, pz, lo, hi, node):
+def _box_d2(px, py, pz, box, node):
     d = 0.0
-    e = max(lo[node, 0] - px, 0.0, px - hi[node, 0])
+    e = max(box[node, 0] - px, 0.0, px - box[node, 3])
     d += e * e
-    e = max(lo[node, 1] - py, 0.0, py - hi[node, 1])
+    e = max(box[node, 1] - py, 0.0, py - box[node, 4])
     d += e * e
-    e = max(lo[node, 2] - pz, 0.0, pz - hi[node, 2])
+    e = max(box[node, 2] - pz, 0.0, pz - box[node, 5])
     d += e * e
     return d
 
@@ -238,7 +238,7 @@ def _tri_d2(px, py, pz, tri, t):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _closest(points, tri, lo, hi, child, start, count, depth, normals, d_out, face_out, inside_out):
+def _closest(points, tri, box, child, start, count, depth, normals, d_out, face_out, inside_out):
     """For each point, in the given order: distance, closest triangle (in BVH order) and,
     where ``normals`` (F, 7, 3) holds per-feature pseudo-normals, whether it is inside.
     Each query is seeded with the previous query's triangle: its distance bounds the search."""
@@ -265,8 +265,8 @@ def _closest(points, tri, lo, hi, child, start, count, depth, normals, d_out, fa
                     if d < best:
                         best, best_t = d, t
                 continue
-            dl = _box_d2(px, py, pz, lo, hi, first)
-            dr = _box_d2(px, py, pz, lo, hi, first + 1)
+            dl = _box_d2(px, py, pz, box, first)
+            dr = _box_d2(px, py, pz, box, first + 1)
             # push the farther child first: the nearer one is visited next
             if dl > dr:
                 dl, dr = dr, dl
@@ -330,8 +330,7 @@ class BVH:
 
     tri: np.ndarray  # (F, 9) a, b - a, c - a per triangle, in BVH order
     order: np.ndarray  # (F,) input face index of each BVH-ordered triangle
-    lo: np.ndarray
-    hi: np.ndarray
+    box: np.ndarray  # (nodes, 6) lo, hi
     child: np.ndarray
     start: np.ndarray
     count: np.ndarray
@@ -355,7 +354,7 @@ class BVH:
         tri = np.concatenate([t[:, 0], t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=1)
         normals = _feature_normals(v, f)[order] if pseudonormal_sign else np.zeros((0, 7, 3))
         return cls(
-            np.ascontiguousarray(tri), order, lo, hi, child, start, count, int(depth), normals
+            np.ascontiguousarray(tri), order, np.hstack([lo, hi]), child, start, count, int(depth), normals
         )
 
     def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -370,8 +369,7 @@ class BVH:
             _closest(
                 p,
                 self.tri,
-                self.lo,
-                self.hi,
+                self.box,
                 self.child,
                 self.start,
                 self.count,
