@@ -27,6 +27,76 @@ FACE, VERT_A, VERT_B, VERT_C, EDGE_AB, EDGE_BC, EDGE_CA = range(7)
 
 
 @nb.njit(cache=True, inline="always")
+def _spread(x):
+    """The low 10 bits of x with two zero bits after each."""
+    x &= 0x3FF
+    x = (x | (x << 16)) & 0x30000FF
+    x = (x | (x << 8)) & 0x300F00F
+    x = (x | (x << 4)) & 0x30C30C3
+    return (x | (x << 2)) & 0x9249249
+
+
+@nb.njit(cache=True)
+def morton_keys(points, lo, scale):
+    """(N,) int64 Morton codes of points (N,3) on a 1024³ grid: cell = (p - lo) * scale."""
+    out = np.empty(len(points), np.int64)
+    for i in range(len(points)):
+        x = np.int64((points[i, 0] - lo[0]) * scale[0])
+        y = np.int64((points[i, 1] - lo[1]) * scale[1])
+        z = np.int64((points[i, 2] - lo[2]) * scale[2])
+        out[i] = _spread(x) | (_spread(y) << 1) | (_spread(z) << 2)
+    return out
+
+
+@nb.njit(cache=True)
+def argsort_keys(keys, bits=30):
+    """Stable argsort of non-negative int64 keys below 2**bits (LSD radix sort, 10 bits a
+    pass): the same permutation as ``np.argsort(keys, kind="stable")``, several times faster."""
+    n = len(keys)
+    idx = np.arange(n)
+    tmp = np.empty(n, np.int64)
+    counts = np.empty(1025, np.int64)
+    for shift in range(0, bits, 10):
+        counts[:] = 0
+        for i in range(n):
+            counts[((keys[idx[i]] >> shift) & 1023) + 1] += 1
+        for b in range(1024):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            b = (keys[idx[i]] >> shift) & 1023
+            tmp[counts[b]] = idx[i]
+            counts[b] += 1
+        idx, tmp = tmp, idx
+    return idx
+
+
+@nb.njit(cache=True)
+def surface_points(tri, cdf, u, r1, r2):
+    """Points on triangles (F, 9: a, b - a, c - a): triangle ``searchsorted(cdf, u)`` at
+    barycentric (r1, r2) (folded into the triangle where r1 + r2 > 1); (N,3) points and (N,)
+    triangle indices."""
+    n, nf = len(u), len(cdf)
+    pts = np.empty((n, 3))
+    fid = np.empty(n, np.int64)
+    for i in range(n):
+        lo, hi = 0, nf  # first index with cdf > u[i] (searchsorted side="right")
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if cdf[mid] <= u[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        f = min(lo, nf - 1)
+        a, b = r1[i], r2[i]
+        if a + b > 1.0:
+            a, b = 1.0 - a, 1.0 - b
+        for k in range(3):
+            pts[i, k] = tri[f, k] + a * tri[f, 3 + k] + b * tri[f, 6 + k]
+        fid[i] = f
+    return pts, fid
+
+
+@nb.njit(cache=True, inline="always")
 def _area(dx, dy, dz):
     """Half the surface area of a box with these sides (0 for an empty box)."""
     if dx < 0.0:
@@ -306,12 +376,15 @@ def _feature_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
         for j in range(3):
             vn[:, j] += np.bincount(faces[:, k], w[:, j], minlength=len(verts))
     # edges ab, bc, ca of every face, as undirected keys; equal keys share one normal
-    lo = np.minimum(faces, np.roll(faces, -1, axis=1))
-    hi = np.maximum(faces, np.roll(faces, -1, axis=1))
-    key = (lo * (len(verts) + 1) + hi).ravel()
-    _, inv = np.unique(key, return_inverse=True)
+    a, b = faces, np.roll(faces, -1, axis=1)
+    key = (np.minimum(a, b) * (len(verts) + 1) + np.maximum(a, b)).ravel()
+    order = np.argsort(key)
+    ks = key[order]
+    first = np.r_[True, ks[1:] != ks[:-1]]
+    group = np.empty(len(key), np.int64)
+    group[order] = np.cumsum(first) - 1
     fn3 = np.repeat(fn, 3, axis=0)
-    en = np.stack([np.bincount(inv, fn3[:, j]) for j in range(3)], axis=1)[inv]
+    en = np.stack([np.bincount(group, fn3[:, j]) for j in range(3)], axis=1)[group]
     out = np.empty((len(faces), 7, 3))
     out[:, FACE] = fn
     out[:, VERT_A], out[:, VERT_B], out[:, VERT_C] = (vn[faces[:, k]] for k in range(3))
@@ -354,7 +427,14 @@ class BVH:
         tri = np.concatenate([t[:, 0], t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=1)
         normals = _feature_normals(v, f)[order] if pseudonormal_sign else np.zeros((0, 7, 3))
         return cls(
-            np.ascontiguousarray(tri), order, np.hstack([lo, hi]), child, start, count, int(depth), normals
+            np.ascontiguousarray(tri),
+            order,
+            np.hstack([lo, hi]),
+            child,
+            start,
+            count,
+            int(depth),
+            normals,
         )
 
     def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gsdf_data.bvh import BVH
+from gsdf_data.bvh import BVH, argsort_keys, morton_keys
 
 BACKENDS = ("auto", "open3d", "mesh-to-sdf")
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
@@ -58,14 +58,6 @@ def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
 
 
-def _spread_bits(x: np.ndarray) -> np.ndarray:
-    """Insert two zero bits after each of the low 10 bits of x (uint64)."""
-    x = x & np.uint64(0x3FF)
-    for shift, mask in ((16, 0x30000FF), (8, 0x300F00F), (4, 0x30C30C3), (2, 0x9249249)):
-        x = (x | (x << np.uint64(shift))) & np.uint64(mask)
-    return x
-
-
 def spatial_order(points: np.ndarray) -> np.ndarray:
     """Permutation that sorts points along a Morton (Z-order) curve of a 1024³ grid over their
     bounding box. Queries in this order reuse the BVH nodes of the previous query."""
@@ -73,10 +65,7 @@ def spatial_order(points: np.ndarray) -> np.ndarray:
     if len(p) < 2:
         return np.arange(len(p))
     lo, hi = p.min(axis=0), p.max(axis=0)
-    g = ((p - lo) * (1023.0 / np.maximum(hi - lo, 1e-12))).astype(np.uint64)
-    key = _spread_bits(g[:, 0]) | (_spread_bits(g[:, 1]) << np.uint64(1))
-    key |= _spread_bits(g[:, 2]) << np.uint64(2)
-    return np.argsort(key, kind="stable")
+    return argsort_keys(morton_keys(p, lo, 1023.0 / np.maximum(hi - lo, 1e-12)))
 
 
 def _similarity(frame) -> tuple[np.ndarray | None, float, np.ndarray | None]:
