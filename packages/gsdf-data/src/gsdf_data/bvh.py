@@ -358,39 +358,73 @@ def _closest(points, tri, box, child, start, count, depth, normals, d_out, face_
         prev = best_t
 
 
+@nb.njit(cache=True, error_model="numpy")
+def _normals(verts, faces, edge_order, edge_key):
+    """See :func:`_feature_normals`; edge_key (3F,) undirected key of edge k of face f at
+    3 f + k, edge_order its argsort."""
+    nf = len(faces)
+    fn = np.zeros((nf, 3))
+    vn = np.zeros((len(verts), 3))
+    e1 = np.empty(3)
+    e2 = np.empty(3)
+    for f in range(nf):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        for k in range(3):
+            e1[k] = verts[b, k] - verts[a, k]
+            e2[k] = verts[c, k] - verts[a, k]
+        nx = e1[1] * e2[2] - e1[2] * e2[1]
+        ny = e1[2] * e2[0] - e1[0] * e2[2]
+        nz = e1[0] * e2[1] - e1[1] * e2[0]
+        ln = np.sqrt(nx * nx + ny * ny + nz * nz)
+        if ln > 0.0:
+            fn[f, 0], fn[f, 1], fn[f, 2] = nx / ln, ny / ln, nz / ln
+        for k in range(3):  # the angle at corner k weighs the face normal at that vertex
+            i, j, m = faces[f, k], faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]
+            dot = l1 = l2 = 0.0
+            for q in range(3):
+                u, w = verts[j, q] - verts[i, q], verts[m, q] - verts[i, q]
+                dot += u * w
+                l1 += u * u
+                l2 += w * w
+            den = np.sqrt(l1 * l2)
+            ang = np.arccos(min(max(dot / den, -1.0), 1.0)) if den > 0.0 else 0.0
+            for q in range(3):
+                vn[i, q] += ang * fn[f, q]
+    out = np.empty((nf, 7, 3))
+    for f in range(nf):
+        for q in range(3):
+            out[f, FACE, q] = fn[f, q]
+            out[f, VERT_A, q] = vn[faces[f, 0], q]
+            out[f, VERT_B, q] = vn[faces[f, 1], q]
+            out[f, VERT_C, q] = vn[faces[f, 2], q]
+    # runs of equal undirected keys: the faces sharing an edge; their normals summed
+    slot = (EDGE_AB, EDGE_BC, EDGE_CA)
+    n = len(edge_order)
+    s = 0
+    while s < n:
+        e = s
+        while e < n and edge_key[edge_order[e]] == edge_key[edge_order[s]]:
+            e += 1
+        sx = sy = sz = 0.0
+        for r in range(s, e):
+            f = edge_order[r] // 3
+            sx += fn[f, 0]
+            sy += fn[f, 1]
+            sz += fn[f, 2]
+        for r in range(s, e):
+            f, k = edge_order[r] // 3, edge_order[r] % 3
+            out[f, slot[k], 0], out[f, slot[k], 1], out[f, slot[k], 2] = sx, sy, sz
+        s = e
+    return out
+
+
 def _feature_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F, 7, 3) angle-weighted pseudo-normal of each feature of each face (indexed by the
     feature codes): the face normal, its vertices' and its edges' normals. An edge's normal is
     the sum of the normals of the faces using it (one face on a border)."""
-    tri = verts[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
-    vn = np.zeros((len(verts), 3))
-    for k in range(3):
-        e1 = tri[:, (k + 1) % 3] - tri[:, k]
-        e2 = tri[:, (k + 2) % 3] - tri[:, k]
-        cos = np.einsum("ij,ij->i", e1, e2) / np.maximum(
-            np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1), 1e-300
-        )
-        w = fn * np.arccos(np.clip(cos, -1.0, 1.0))[:, None]
-        for j in range(3):
-            vn[:, j] += np.bincount(faces[:, k], w[:, j], minlength=len(verts))
-    # edges ab, bc, ca of every face, as undirected keys; equal keys share one normal
-    a, b = faces, np.roll(faces, -1, axis=1)
+    a, b = faces, np.roll(faces, -1, axis=1)  # edges ab, bc, ca of every face
     key = (np.minimum(a, b) * (len(verts) + 1) + np.maximum(a, b)).ravel()
-    order = np.argsort(key)
-    ks = key[order]
-    first = np.r_[True, ks[1:] != ks[:-1]]
-    group = np.empty(len(key), np.int64)
-    group[order] = np.cumsum(first) - 1
-    fn3 = np.repeat(fn, 3, axis=0)
-    en = np.stack([np.bincount(group, fn3[:, j]) for j in range(3)], axis=1)[group]
-    out = np.empty((len(faces), 7, 3))
-    out[:, FACE] = fn
-    out[:, VERT_A], out[:, VERT_B], out[:, VERT_C] = (vn[faces[:, k]] for k in range(3))
-    en = en.reshape(-1, 3, 3)
-    out[:, EDGE_AB], out[:, EDGE_BC], out[:, EDGE_CA] = en[:, 0], en[:, 1], en[:, 2]
-    return out
+    return _normals(verts, faces, np.argsort(key), key)
 
 
 @dataclass(frozen=True)
