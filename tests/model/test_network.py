@@ -220,6 +220,59 @@ def test_bf16_autocast_keeps_geometry_and_losses_in_float32():
     assert (out["sdf_obj"] - ref["sdf_obj"]).abs().max() < 1e-3
 
 
+def test_bf16_autocast_keeps_the_pose_losses_in_float32():
+    """The ordinal depth loss compares depth orders of joints millimetres apart: under bf16
+    autocast its projections must stay float32 (bf16 flips those orders)."""
+    net = tiny().eval()
+    batch = example_batch(net.cfg, 2, 10)
+    # a prediction that gets the depth order of close joints wrong by a fraction of a mm
+    pred = {"joints": batch["joints"] + 2e-4 * torch.randn(2, 21, 3, generator=gen(1))}
+    pred |= {"obj_center": batch["obj_center"], "root_depth": batch["joints"][:, 0, 2]}
+    torch.manual_seed(0)
+    ref = net.loss(batch, pred, stage=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(0)  # the same random views
+        losses = net.loss(batch, pred, stage=1)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert ref["ordinal"] > 0
+    torch.testing.assert_close(losses["ordinal"], ref["ordinal"], rtol=1e-5, atol=0)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_channels_last_network_matches_contiguous():
+    """`net.to(memory_format=torch.channels_last)` (the fast layout for convolutions on
+    GPUs) converts every 4-D tensor of the network and changes no output."""
+    net = tiny(visual="v3").eval()
+    batch = example_batch(net.cfg, 2, 50)
+    with torch.no_grad():
+        ref = net(batch, stage=2)
+        net.to(memory_format=torch.channels_last)
+        assert net.backbones[net.roles["sdf"]].conv1.weight.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        out = net(batch, stage=2)
+    for k in ("joints", "obj_center", "sdf_hand", "sdf_obj"):
+        torch.testing.assert_close(out[k], ref[k], atol=1e-5, rtol=1e-4)
+
+
+def test_freeze_pose_drops_the_stage1_gradients():
+    """Stage 2's optimizer holds only trainable parameters and never clears the frozen
+    ones: freeze_pose itself drops the gradients they got in stage 1."""
+    net = tiny()
+    batch = example_batch(net.cfg, 2, 20)
+    net.train()
+    net.loss(batch, net(batch, stage=1), stage=1)["total"].backward()
+    frozen = [p for m in net.pose_modules().values() for p in m.parameters()]
+    assert all(p.grad is not None for p in frozen)
+    net.freeze_pose()
+    assert all(p.grad is None for p in frozen)
+    net.loss(batch, net(batch, stage=2), stage=2)["total"].backward()
+    assert all(p.grad is None for p in frozen)
+
+
 def test_decoder_inputs_are_the_kinematic_features_in_the_network_frame():
     """Capture what the decoders see: e_h slot j is R_jᵀ(x − ψ_j)·s/2 with ψ_j the keypoint on
     MANO joint j; e_o carries x − c and x − each joint, all about the wrist."""

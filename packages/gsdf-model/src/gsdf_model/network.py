@@ -87,8 +87,10 @@ class GSDFNet(nn.Module):
         }
         self.hand_decoder = SDFDecoder(cfg.sdf_latent + cfg.hand_feature_dim, **dec)
         self.obj_decoder = SDFDecoder(cfg.sdf_latent + cfg.obj_feature_dim, **dec)
-        self.register_buffer("img_mean", torch.tensor(cfg.image_mean).view(1, 1, 3, 1, 1), False)
-        self.register_buffer("img_std", torch.tensor(cfg.image_std).view(1, 1, 3, 1, 1), False)
+        # (3,1,1), broadcast over (B,T,3,H,W): a 4-D or 5-D buffer would break
+        # `net.to(memory_format=torch.channels_last)`, which converts every 4-D and 5-D tensor.
+        self.register_buffer("img_mean", torch.tensor(cfg.image_mean).view(3, 1, 1), False)
+        self.register_buffer("img_std", torch.tensor(cfg.image_std).view(3, 1, 1), False)
         self.pose_frozen = False
 
     # ------------------------------------------------------------------ stage handling
@@ -101,10 +103,13 @@ class GSDFNet(nn.Module):
         return mods
 
     def freeze_pose(self) -> None:
-        """Stage 2: no gradient to the hand pose predictor and its BN statistics fixed."""
+        """Stage 2: no gradient to the hand pose predictor and its BN statistics fixed. Its
+        stage-1 gradients are dropped (a stage-2 optimizer never clears them)."""
         for m in self.pose_modules().values():
             m.requires_grad_(False)
             m.eval()
+            for p in m.parameters():
+                p.grad = None
         self.pose_frozen = True
 
     def train(self, mode: bool = True) -> GSDFNet:

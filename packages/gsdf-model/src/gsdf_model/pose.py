@@ -140,7 +140,10 @@ def ordinal_loss(pred: Tensor, gt: Tensor, views: Tensor) -> Tensor:
     Mean over batch, pairs and views; zero when every order agrees.
     """
     i, j = torch.triu_indices(pred.shape[1], pred.shape[1], offset=1, device=pred.device)
-    views = views.to(pred)
-    dp = (pred[:, i] - pred[:, j]) @ views.T  # (B, pairs, V)
-    dg = (gt[:, i] - gt[:, j]) @ views.T
-    return F.relu(-torch.sign(dg) * dp).mean()
+    # float32 even under autocast: in bf16 the depth order of joints a few mm apart flips
+    with torch.autocast(pred.device.type, enabled=False):
+        pred, gt = pred.float(), gt.float()
+        views = views.to(pred)
+        dp = (pred[:, i] - pred[:, j]) @ views.T  # (B, pairs, V)
+        dg = (gt[:, i] - gt[:, j]) @ views.T
+        return F.relu(-torch.sign(dg) * dp).mean()
