@@ -1,9 +1,12 @@
 """Run the benchmarks in bench/bench_*.py and write bench/results/<name>.{json,md}.
 
 Each bench module defines `run() -> dict` returning a JSON-serialisable report whose
-"rows" entry (a list of flat dicts) becomes the markdown table. Usage:
-    python tools/bench.py            # all
-    python tools/bench.py eval sdf   # bench/bench_eval.py and bench/bench_sdf.py
+"rows" entry (a list of flat dicts) becomes the markdown table. A module may also define
+`run_gpu() -> dict | None`, written as bench/results/<name>_gpu.{json,md}; it returns None
+where there is no GPU, which leaves the last GPU report as it is. Usage:
+    python tools/bench.py                  # all
+    python tools/bench.py eval sdf         # bench/bench_eval.py and bench/bench_sdf.py
+    python tools/bench.py --gpu-only model # only bench_model's GPU report (model_gpu)
 """
 
 from __future__ import annotations
@@ -43,8 +46,18 @@ def _markdown(name: str, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(name: str, report: dict, machine: str, seconds: float) -> None:
+    report["machine"] = machine
+    report["wall_s"] = round(seconds, 2)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = _markdown(name, report)
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md, flush=True)
+
+
 def main(argv: list[str]) -> int:
-    wanted = set(argv)
+    gpu_only = "--gpu-only" in argv
+    wanted = set(argv) - {"--gpu-only"}
     paths = sorted(BENCH.glob("bench_*.py"))
     paths = [p for p in paths if not wanted or p.stem.removeprefix("bench_") in wanted]
     if not paths:
@@ -54,15 +67,19 @@ def main(argv: list[str]) -> int:
     machine = f"{platform.node() and platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip()
     for path in paths:
         name = path.stem.removeprefix("bench_")
-        print(f"== bench {name}", flush=True)
-        t0 = time.perf_counter()
-        report = _load(path).run()
-        report["machine"] = machine
-        report["wall_s"] = round(time.perf_counter() - t0, 2)
-        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        md = _markdown(name, report)
-        (RESULTS / f"{name}.md").write_text(md)
-        print(md, flush=True)
+        mod = _load(path)
+        if not gpu_only:
+            print(f"== bench {name}", flush=True)
+            t0 = time.perf_counter()
+            _write(name, mod.run(), machine, time.perf_counter() - t0)
+        if hasattr(mod, "run_gpu"):
+            print(f"== bench {name}_gpu", flush=True)
+            t0 = time.perf_counter()
+            report = mod.run_gpu()
+            if report is None:
+                print(f"no GPU here: {name}_gpu not run, its last report kept", flush=True)
+            else:
+                _write(f"{name}_gpu", report, machine, time.perf_counter() - t0)
     return 0
 
 

@@ -20,7 +20,7 @@ import numba as nb
 import numpy as np
 
 LEAF_SIZE = 4
-_BINS = 16
+_BINS = 32
 
 # feature codes of the closest point on a triangle (a, b, c)
 FACE, VERT_A, VERT_B, VERT_C, EDGE_AB, EDGE_BC, EDGE_CA = range(7)
@@ -106,7 +106,7 @@ def _area(dx, dy, dz):
 
 @nb.njit(cache=True, error_model="numpy")
 def _build(tri_lo, tri_hi, cen, leaf_size):
-    """Binned-SAH BVH over triangle boxes, split along the longest axis of the centroids.
+    """Binned-SAH BVH over triangle boxes (the cheapest split of 32 bins on each axis).
     Returns the triangle order and, per node, its box (lo, hi), first child (the second is
     first + 1; -1 for a leaf), triangle range and the tree's depth."""
     n = len(cen)
@@ -142,13 +142,17 @@ def _build(tri_lo, tri_hi, cen, leaf_size):
         hi[node, 0], hi[node, 1], hi[node, 2] = x1, y1, z1
         if c <= leaf_size:
             continue
-        axis, c0, ext = 0, cx0, cx1 - cx0
-        if cy1 - cy0 > ext:
-            axis, c0, ext = 1, cy0, cy1 - cy0
-        if cz1 - cz0 > ext:
-            axis, c0, ext = 2, cz0, cz1 - cz0
         mid = s + c // 2  # all centroids coincide: split the range in half
-        if ext > 0.0:
+        best_cost, best_axis, split, best_c0, best_scale = np.inf, -1, -1, 0.0, 0.0
+        for axis in range(3):
+            if axis == 0:
+                c0, ext = cx0, cx1 - cx0
+            elif axis == 1:
+                c0, ext = cy0, cy1 - cy0
+            else:
+                c0, ext = cz0, cz1 - cz0
+            if not ext > 0.0:
+                continue
             scale = _BINS / ext
             bin_n[:] = 0
             bin_lo[:] = np.inf
@@ -172,7 +176,6 @@ def _build(tri_lo, tri_hi, cen, leaf_size):
             x0 = y0 = z0 = np.inf
             x1 = y1 = z1 = -np.inf
             m = 0
-            best_cost, split = np.inf, -1
             for b in range(_BINS - 1):
                 m += bin_n[b]
                 x0, y0, z0 = min(x0, bin_lo[b, 0]), min(y0, bin_lo[b, 1]), min(z0, bin_lo[b, 2])
@@ -180,18 +183,19 @@ def _build(tri_lo, tri_hi, cen, leaf_size):
                 if 0 < m < c:
                     cost = _area(x1 - x0, y1 - y0, z1 - z0) * m + right_cost[b + 1]
                     if cost < best_cost:
-                        best_cost, split = cost, b
-            if split >= 0:
-                i, j = s, s + c - 1
-                while i <= j:
-                    t = order[i]
-                    if min(int((cen[t, axis] - c0) * scale), _BINS - 1) <= split:
-                        i += 1
-                    else:
-                        order[i], order[j] = order[j], order[i]
-                        j -= 1
-                if s < i < s + c:
-                    mid = i
+                        best_cost, best_axis, split = cost, axis, b
+                        best_c0, best_scale = c0, scale
+        if best_axis >= 0:
+            i, j = s, s + c - 1
+            while i <= j:
+                t = order[i]
+                if min(int((cen[t, best_axis] - best_c0) * best_scale), _BINS - 1) <= split:
+                    i += 1
+                else:
+                    order[i], order[j] = order[j], order[i]
+                    j -= 1
+            if s < i < s + c:
+                mid = i
         first = n_nodes
         n_nodes += 2
         child[node] = first

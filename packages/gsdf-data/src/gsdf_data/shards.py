@@ -258,7 +258,7 @@ class ShardWriter:
                     data=flat,
                     chunks=(max(1, min(len(flat), 16384)), 3) if len(flat) else None,
                     compression="gzip" if len(flat) else None,
-                    compression_opts=4 if len(flat) else None,
+                    compression_opts=1 if len(flat) else None,  # level 4: +50 % time, -5 % size
                     shuffle=bool(len(flat)),
                 )
                 f.create_dataset(k + "_ptr", data=ptr)
