@@ -43,6 +43,12 @@ def test_validate_rejects_nan_and_degenerate():
     flat = trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]], process=False)
     with pytest.raises(MeshError, match="area"):
         validate_mesh(flat)
+    # many zero-area faces: rejected; one real face among them, even the last one: kept
+    v = np.vstack([np.zeros((3, 3)), np.eye(3)])
+    many = np.tile([0, 1, 2], (100, 1))
+    with pytest.raises(MeshError, match="area"):
+        validate_mesh(trimesh.Trimesh(v, many, process=False))
+    validate_mesh(trimesh.Trimesh(v, np.vstack([many, [3, 4, 5]]), process=False))
 
 
 def test_clean_keeps_flipped_duplicates_but_merges_vertices():
