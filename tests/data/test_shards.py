@@ -11,6 +11,7 @@ from gsdf_data.shards import (
     categories,
     check,
     dequantize_points,
+    encode_sample,
     quantize_points,
     write_manifest,
 )
@@ -215,3 +216,24 @@ def test_shardset_pickles_for_worker_processes(tmp_path):
     ss2 = pickle.loads(pickle.dumps(ss))
     np.testing.assert_array_equal(ss2[2]["points"], a)
     assert set(ss.get(2, keys=("K",))) == {"K"}
+
+
+def test_encoded_samples_write_the_same_shard(tmp_path):
+    """What workers send (encode_sample) stores exactly what a plain sample stores."""
+    rng = np.random.default_rng(5)
+    samples = [_sample(i, rng) for i in range(3)]
+    sets = []
+    for name, items in (("plain", samples), ("enc", [encode_sample(s, P) for s in samples])):
+        w = ShardWriter(tmp_path / name / "shard-00000.h5", n_points=P)
+        for s in items:
+            w.add(s)
+        write_manifest(tmp_path / name, [w.close()], {"expected_shards": 1, "config": {}})
+        sets.append(ShardSet(tmp_path / name))
+    for i in range(3):
+        x, y = sets[0][i], sets[1][i]
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(np.asarray(x[k]), np.asarray(y[k]), err_msg=k)
+    w = ShardWriter(tmp_path / "x.h5", n_points=P, precision="full")
+    with pytest.raises(ValueError, match="other shard settings"):
+        w.add(encode_sample(samples[0], P))  # encoded compact, written full

@@ -234,9 +234,14 @@ def _process(task, index: int, config: PrepareConfig) -> tuple:
     """Worker body: ("ok", index, sample) or ("bad", index, sample_id, reason)."""
     sid = _task_id(task, index)
     try:
+        from gsdf_data.shards import encode_sample
+
         pair = _load(task)
         sid = str(pair.sample_id)
-        return ("ok", index, make_sample(pair, config))
+        sample = make_sample(pair, config)
+        # encoded here, in the worker: the process writing the shards only writes
+        enc = encode_sample(sample, config.sampling.n, config.precision, config.image_format)
+        return ("ok", index, enc)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # any failure of one sample is that sample's problem

@@ -138,6 +138,59 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+_ENCODED = "_encoded_for"
+
+
+def encode_sample(
+    sample: dict, n_points: int = 40_000, precision: str = "compact", image_format: str = "png"
+) -> dict:
+    """A sample dict (``docs/contracts.md`` keys) in the form a shard stores it: validated,
+    stored dtypes, points and SDFs quantised (``precision``) and grouped by category, image
+    encoded. Workers call this so that the process writing shards only writes; it is what
+    :meth:`ShardWriter.add` does to a plain sample."""
+    s = {
+        "sample_id": str(sample["sample_id"]),
+        "seq_id": str(sample.get("seq_id", "") or ""),
+        _ENCODED: (int(n_points), precision, image_format),
+    }
+    for k, (shape, dtype) in FIXED_FIELDS.items():
+        v = sample.get(k)
+        if v is None:
+            if k not in NAN_ALLOWED and k != "frame_idx":
+                raise ValueError(f"{s['sample_id']}: missing {k}")
+            v = -1 if k == "frame_idx" else np.full(shape, np.nan)
+        a = np.asarray(v, dtype=dtype)
+        if a.shape != shape:
+            raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
+        s[k] = a
+    pts = np.asarray(sample["points"], dtype=np.float32)
+    sh = np.asarray(sample["sdf_hand"], dtype=np.float32)
+    so = np.asarray(sample["sdf_obj"], dtype=np.float32)
+    if pts.shape != (n_points, 3) or sh.shape != (n_points,) or so.shape != sh.shape:
+        raise ValueError(
+            f"{s['sample_id']}: points {pts.shape}, sdf {sh.shape}/{so.shape}; "
+            f"expected ({n_points},3)"
+        )
+    if precision == "compact":
+        pq = quantize_points(pts)
+        sdf = np.stack([sh, so], axis=1).astype(np.float16)
+    else:
+        pq = pts
+        sdf = np.stack([sh, so], axis=1)
+    cat = categories(sdf[:, 0], sdf[:, 1])
+    order = np.argsort(cat, kind="stable")
+    s["points"] = pq[order]
+    s["sdf"] = sdf[order]
+    s["counts"] = np.bincount(cat, minlength=4).astype(np.int32)
+    s["image"] = np.frombuffer(encode_image(sample["image"], image_format), np.uint8)
+    for k, dtype in MESH_FIELDS:
+        a = np.asarray(sample[k], dtype=dtype)
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected (n,3)")
+        s[k] = a
+    return s
+
+
 class ShardWriter:
     """Collects samples and writes one shard atomically on :meth:`close`.
 
@@ -172,47 +225,13 @@ class ShardWriter:
         return len(self._samples)
 
     def add(self, sample: dict) -> None:
-        """Validate and buffer one sample (arrays are converted to their stored dtypes)."""
-        s = {
-            "sample_id": str(sample["sample_id"]),
-            "seq_id": str(sample.get("seq_id", "") or ""),
-        }
-        for k, (shape, dtype) in FIXED_FIELDS.items():
-            v = sample.get(k)
-            if v is None:
-                if k not in NAN_ALLOWED and k != "frame_idx":
-                    raise ValueError(f"{s['sample_id']}: missing {k}")
-                v = -1 if k == "frame_idx" else np.full(shape, np.nan)
-            a = np.asarray(v, dtype=dtype)
-            if a.shape != shape:
-                raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
-            s[k] = a
-        pts = np.asarray(sample["points"], dtype=np.float32)
-        sh = np.asarray(sample["sdf_hand"], dtype=np.float32)
-        so = np.asarray(sample["sdf_obj"], dtype=np.float32)
-        if pts.shape != (self.n_points, 3) or sh.shape != (self.n_points,) or so.shape != sh.shape:
-            raise ValueError(
-                f"{s['sample_id']}: points {pts.shape}, sdf {sh.shape}/{so.shape}; "
-                f"expected ({self.n_points},3)"
-            )
-        if self.precision == "compact":
-            pq = quantize_points(pts)
-            sdf = np.stack([sh, so], axis=1).astype(np.float16)
-        else:
-            pq = pts
-            sdf = np.stack([sh, so], axis=1)
-        cat = categories(sdf[:, 0], sdf[:, 1])
-        order = np.argsort(cat, kind="stable")
-        s["points"] = pq[order]
-        s["sdf"] = sdf[order]
-        s["counts"] = np.bincount(cat, minlength=4).astype(np.int32)
-        s["image"] = np.frombuffer(encode_image(sample["image"], self.image_format), np.uint8)
-        for k, dtype in MESH_FIELDS:
-            a = np.asarray(sample[k], dtype=dtype)
-            if a.ndim != 2 or a.shape[1] != 3:
-                raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected (n,3)")
-            s[k] = a
-        self._samples.append(s)
+        """Validate and buffer one sample (a sample dict, or what :func:`encode_sample` made
+        of one with this writer's settings)."""
+        if not sample.get(_ENCODED):
+            sample = encode_sample(sample, self.n_points, self.precision, self.image_format)
+        elif sample[_ENCODED] != (self.n_points, self.precision, self.image_format):
+            raise ValueError(f"{sample['sample_id']}: encoded for other shard settings")
+        self._samples.append(sample)
 
     def close(self) -> dict:
         """Write the shard (temporary name, then rename). Returns its manifest entry."""
