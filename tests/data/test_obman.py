@@ -28,8 +28,14 @@ def obman(tmp_path_factory, fixtures_obman):
 
 def test_ids_not_contiguous_and_missing_image(obman):
     tasks, drops = obman_tasks(obman["root"], obman["shapenet"], "train", HandSpec())
-    assert [t.sample_id for t in tasks] == ["00000003", "00000017", "00000042", "00001005"]
+    ids = [t.sample_id for t in tasks]
+    assert sorted(ids) == ["00000003", "00000017", "00000042", "00001005"]
     assert drops.as_dict() == {"missing rgb image": 1}
+    # grouped by object (each object's grasps in one run), ids sorted within an object
+    metas = [read_meta(t.meta_path) for t in tasks]
+    keys = [(m["class_id"], m["sample_id"], i) for m, i in zip(metas, ids, strict=True)]
+    assert keys == sorted(keys) and len({k[:2] for k in keys}) > 1
+    assert ids != sorted(ids)  # the fixture's objects are not in id order
 
 
 def test_camera_conventions_hand_computed(obman):

@@ -30,6 +30,11 @@ from gsdf_data.sdf import (
 _PLACED = PlacedSDFs()
 
 
+def forget_meshes() -> None:
+    """Drop this process's query structures of recent objects (benchmarks, memory)."""
+    _PLACED.clear()
+
+
 class SamplingError(ValueError):
     """The sampler could not meet the inside/outside quotas for a mesh."""
 

@@ -307,6 +307,9 @@ class PlacedSDFs:
         self.size = size
         self._entries: OrderedDict[bytes, MeshSDF] = OrderedDict()
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def get(self, verts, faces, frame, **kwargs) -> MeshSDF:
         """verts (V,3) in the mesh's own frame, faces (F,3); frame: own -> query frame."""
         v = np.ascontiguousarray(verts, dtype=np.float64)

@@ -205,8 +205,12 @@ def obman_tasks(
     limit: int | None = None,
     objects: ObjectCache | None = None,
 ) -> tuple[list[ObManTask], DropCounter]:
-    """Tasks for every sample of `split` (sorted ids; `limit` keeps the first ones).
-    `objects`: cache of object meshes and double-sided filter verdicts shared by the tasks.
+    """Tasks for every sample of `split` (`limit` keeps the first ids), grouped by object
+    (ShapeNet model; ids sorted within one): ObMan's ids visit its ~2,700 objects in random
+    order, and a worker builds an object's SDF query structures once per run of its grasps
+    (~30 ms for a 16k-face model) instead of once per sample. Grouping reads every meta file
+    once here. `objects`: cache of object meshes and double-sided filter verdicts shared by
+    the tasks.
 
     Samples whose image is missing are dropped here (counted by reason); everything else that
     can go wrong is found when a worker loads the sample and reported by `prepare_pairs`.
@@ -238,4 +242,14 @@ def obman_tasks(
                 objects,
             )
         )
-    return tasks, drops
+    return sorted(tasks, key=_object_key), drops
+
+
+def _object_key(task: ObManTask) -> tuple[str, str, str]:
+    """(class id, model id, sample id) of a task; an unreadable meta sorts first (its worker
+    reports it)."""
+    try:
+        meta = read_meta(task.meta_path)
+        return (str(meta.get("class_id", "")), str(meta.get("sample_id", "")), task.sample_id)
+    except Exception:
+        return ("", "", task.sample_id)
