@@ -312,9 +312,24 @@ def _tri_d2(px, py, pz, tri, t):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _closest(points, tri, box, child, start, count, depth, normals, d_out, face_out, inside_out):
+def _closest(
+    points,
+    tri,
+    box,
+    child,
+    start,
+    count,
+    depth,
+    normals,
+    sure,
+    d_out,
+    face_out,
+    inside_out,
+    sure_out,
+):
     """For each point, in the given order: distance, closest triangle (in BVH order) and,
-    where ``normals`` (F, 7, 3) holds per-feature pseudo-normals, whether it is inside.
+    where ``normals`` (F, 7, 3) holds per-feature pseudo-normals, whether it is inside and
+    whether that feature's answer is ``sure`` (F, 7).
     Each query is seeded with the previous query's triangle: its distance bounds the search."""
     stack = np.empty(depth + 2, np.int64)  # at most one pending sibling per level
     stack_d = np.empty(depth + 2)
@@ -359,6 +374,7 @@ def _closest(points, tri, box, child, start, count, depth, normals, d_out, face_
             qx, qy, qz, f = _tri_offset(px, py, pz, tri, best_t)
             n = normals[best_t, f]
             inside_out[i] = qx * n[0] + qy * n[1] + qz * n[2] < 0.0
+            sure_out[i] = sure[best_t, f]
         prev = best_t
 
 
@@ -431,12 +447,47 @@ def _feature_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return _normals(verts, faces, np.argsort(key), key)
 
 
+def _sure_features(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 7) bool: where a feature's pseudo-normal gives a trustworthy side. A face: it has
+    an area. An edge: exactly two faces use it, in opposite directions (a manifold,
+    consistently oriented edge; not a border, not next to a flipped face). A vertex: every
+    edge at it is such an edge."""
+    nv = len(verts)
+    a, b = faces, np.roll(faces, -1, axis=1)  # edges ab, bc, ca
+    und = (np.minimum(a, b) * (nv + 1) + np.maximum(a, b)).ravel()
+    fwd = (a < b).ravel()
+    order = np.argsort(und, kind="stable")
+    ks = und[order]
+    start = np.r_[True, ks[1:] != ks[:-1]]
+    group = np.cumsum(start) - 1
+    size = np.bincount(group)
+    n_fwd = np.bincount(group, fwd[order])
+    ok_group = (size == 2) & (n_fwd == 1)
+    edge_ok = np.empty(len(und), bool)
+    edge_ok[order] = ok_group[group]
+    edge_ok = edge_ok.reshape(-1, 3)
+    vert_ok = np.ones(nv, bool)
+    for k in range(3):
+        bad = ~edge_ok[:, k]
+        vert_ok[a[bad, k]] = False
+        vert_ok[b[bad, k]] = False
+    t = verts[faces]
+    area = np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1) > 0
+    out = np.empty((len(faces), 7), bool)
+    out[:, FACE] = area
+    out[:, VERT_A], out[:, VERT_B], out[:, VERT_C] = (vert_ok[faces[:, k]] for k in range(3))
+    out[:, EDGE_AB], out[:, EDGE_BC], out[:, EDGE_CA] = edge_ok[:, 0], edge_ok[:, 1], edge_ok[:, 2]
+    return out
+
+
 @dataclass(frozen=True)
 class BVH:
     """A triangle mesh's BVH for exact closest-point queries (float64).
 
     ``pseudonormal_sign``: also answer inside/outside from the closest feature's angle-weighted
-    pseudo-normal; exact on closed, consistently outward-oriented, manifold meshes only.
+    pseudo-normal; exact on closed, consistently outward-oriented, manifold meshes only. On
+    other meshes each answer comes with whether its feature is a manifold, consistently
+    oriented part of the mesh (see :func:`_sure_features`).
     """
 
     tri: np.ndarray  # (F, 9) a, b - a, c - a per triangle, in BVH order
@@ -447,6 +498,7 @@ class BVH:
     count: np.ndarray
     depth: int
     normals: np.ndarray  # (F, 7, 3) in BVH order, or (0, 7, 3)
+    sure: np.ndarray  # (F, 7) bool in BVH order, or (0, 7)
 
     @classmethod
     def build(
@@ -463,7 +515,10 @@ class BVH:
         )
         t = t[order]
         tri = np.concatenate([t[:, 0], t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=1)
-        normals = _feature_normals(v, f)[order] if pseudonormal_sign else np.zeros((0, 7, 3))
+        if pseudonormal_sign:
+            normals, sure = _feature_normals(v, f)[order], _sure_features(v, f)[order]
+        else:
+            normals, sure = np.zeros((0, 7, 3)), np.zeros((0, 7), bool)
         return cls(
             np.ascontiguousarray(tri),
             order,
@@ -473,16 +528,19 @@ class BVH:
             count,
             int(depth),
             normals,
+            sure,
         )
 
-    def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def query(self, points: np.ndarray) -> tuple:
         """Exact distance (N,), closest face index (N,, input numbering) and, when built with
-        ``pseudonormal_sign``, inside (N,) bool; else None. Fastest on spatially ordered
-        points (see :func:`gsdf_data.sdf.spatial_order`)."""
+        ``pseudonormal_sign``, inside (N,) bool and sure (N,) bool (the closest feature is a
+        manifold, consistently oriented part of the mesh); else None, None. Fastest on
+        spatially ordered points (see :func:`gsdf_data.sdf.spatial_order`)."""
         p = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         d = np.empty(len(p))
         face = np.empty(len(p), np.int64)
         inside = np.zeros(len(p), np.bool_)
+        sure = np.zeros(len(p), np.bool_)
         if len(p):
             _closest(
                 p,
@@ -493,8 +551,12 @@ class BVH:
                 self.count,
                 self.depth,
                 self.normals,
+                self.sure,
                 d,
                 face,
                 inside,
+                sure,
             )
-        return d, self.order[face], (inside if len(self.normals) else None)
+        if not len(self.normals):
+            return d, self.order[face], None, None
+        return d, self.order[face], inside, sure

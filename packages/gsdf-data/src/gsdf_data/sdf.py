@@ -177,12 +177,14 @@ class MeshSDF:
         self._lo = self._v.min(axis=0)
         self._hi = self._v.max(axis=0)
         # closed and outward: the closest feature's pseudo-normal is the exact sign
-        self._pn = self.sign == "pseudonormal" or (
-            self.sign == "vote" and is_closed(self.faces) and _volume(self._v, self.faces) > 0
-        )
+        closed = is_closed(self.faces) and _volume(self._v, self.faces) > 0
+        self._pn = self.sign == "pseudonormal" or (self.sign == "vote" and closed)
+        # open: the pseudo-normal still votes, beside the first ray (see _parity_vote)
+        self._pn_votes = self.sign == "vote" and not closed and self.distance_engine == "bvh"
         self._bvh = None
         if self.distance_engine == "bvh" or self._pn:
-            self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=self._pn)
+            signs = self._pn or self._pn_votes
+            self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=signs)
         self._scene = None
         if self.distance_engine == "open3d" or not self._pn:
             self._scene = o3d.t.geometry.RaycastingScene()
@@ -234,11 +236,10 @@ class MeshSDF:
         if ordered:
             q = self._local(points)
             if self.distance_engine == "bvh":
-                d, _, inside = self._bvh.query(q)
+                d, _, pn, sure = self._bvh.query(q)
             else:
-                d, inside = self._distance(q), None
-            if inside is None:
-                inside = self._inside(q)
+                d, pn, sure = self._distance(q), None, None
+            inside = pn if self._pn else self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
         order = spatial_order(points)
@@ -254,9 +255,13 @@ class MeshSDF:
         d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
         return d.numpy().astype(np.float64)
 
-    def _inside(self, points: np.ndarray) -> np.ndarray:
+    def _inside(self, points: np.ndarray, pn=None, sure=None) -> np.ndarray:
+        """pn, sure: the BVH's pseudo-normal sides of the points and whether each is sure
+        (computed here when needed and not given)."""
+        if self._pn or (self._pn_votes and pn is None):
+            _, _, pn, sure = self._bvh.query(points)
         if self._pn:
-            return self._bvh.query(points)[2]
+            return pn
         out = np.zeros(len(points), dtype=bool)
         # Outside the bounding box is outside for every method but the winding number of an
         # open mesh; skipping those points saves most rays for the far, uniform samples.
@@ -267,7 +272,12 @@ class MeshSDF:
         q = points[idx]
         if self.sign == "winding":
             return winding_number(self._v, self.faces, points) > 0.5
-        out[idx] = self._parity_vote(q, 1 if self.sign == "parity" else self.n_rays)
+        if self.sign == "parity":
+            out[idx] = self._parity_vote(q, 1)
+        elif self._pn_votes:
+            out[idx] = self._parity_vote(q, self.n_rays, pn[idx], sure[idx])
+        else:
+            out[idx] = self._parity_vote(q, self.n_rays)
         return out
 
     def _odd(self, q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
@@ -280,14 +290,29 @@ class MeshSDF:
         ).numpy()
         return (counts.reshape(len(q), len(dirs)) % 2).astype(np.int32)
 
-    def _parity_vote(self, q: np.ndarray, n: int) -> np.ndarray:
+    def _parity_vote(self, q: np.ndarray, n: int, pn=None, sure=None) -> np.ndarray:
         dirs = _vote_directions(n)
         if n <= 3:
             return self._odd(q, dirs).sum(axis=1) * 2 > n
         # Two stages: 3 rays first; only points without a unanimous answer (near holes,
         # or rays grazing an edge) get the other n - 3. Same answer as n rays wherever the
         # first three agree and the rest cannot outvote them; ~3x fewer rays.
-        first = self._odd(q, dirs[:3]).sum(axis=1)
+        # With pseudo-normal sides (pn, sure): where the closest feature is a manifold,
+        # consistently oriented part of the mesh and its side agrees with the first ray, two
+        # independent tests agree and that answer stands (one ray instead of three); a hole
+        # or a flipped face makes them disagree, and the full vote decides.
+        if pn is not None:
+            r1 = self._odd(q, dirs[:1])[:, 0]
+            inside = pn.copy()
+            rest = np.nonzero(~(sure & (r1 == pn)))[0]
+            if len(rest):
+                first = r1[rest] + self._odd(q[rest], dirs[1:3]).sum(axis=1)
+                inside[rest] = self._second_stage(q[rest], first, dirs, n)
+            return inside
+        return self._second_stage(q, self._odd(q, dirs[:3]).sum(axis=1), dirs, n)
+
+    def _second_stage(self, q, first, dirs, n):
+        """first: (len(q),) odd counts of the first three rays; the other n - 3 where split."""
         inside = first == 3
         split = np.nonzero((first == 1) | (first == 2))[0]
         if len(split):
