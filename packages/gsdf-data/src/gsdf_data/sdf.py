@@ -14,9 +14,12 @@ Owns the SDF backends:
     directions, majority vote. A hole only flips the rays that leave through it, so a point
     deep inside an open shell keeps its sign as long as the hole covers less than half of
     its view sphere. Three rays first; the remaining ones only where those three disagree.
-    On a closed, consistently outward-oriented mesh (every edge used once in each
-    direction, positive volume: e.g. a MANO hand closed at the wrist) the closest feature's
-    pseudo-normal is exact and comes with the distance query: no ray is cast.
+    With the BVH engine the closest feature's pseudo-normal (free with the distance query)
+    votes too: where that feature is a manifold, consistently oriented part of the mesh and
+    its side agrees with the first ray, that answer stands (one ray instead of three; a hole
+    or a flipped face makes the two disagree, and the rays decide). On a closed,
+    consistently outward-oriented mesh (every edge used once in each direction, positive
+    volume: e.g. a MANO hand closed at the wrist) the pseudo-normal is exact: no ray is cast.
   * ``"parity"``: one ray; exact on closed meshes, wrong behind every hole of an open one.
   * ``"pseudonormal"``: side of the angle-weighted pseudo-normal of the closest feature
     (face, edge or vertex; Baerentzen & Aanaes 2005); exact on closed manifold meshes, one
