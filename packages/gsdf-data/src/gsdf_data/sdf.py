@@ -242,7 +242,7 @@ class MeshSDF:
                 d, _, pn, sure = self._bvh.query(q)
             else:
                 d, pn, sure = self._distance(q), None, None
-            inside = pn if self._pn else self._inside(q, pn, sure)
+            inside = pn if self._pn and pn is not None else self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
         order = spatial_order(points)
