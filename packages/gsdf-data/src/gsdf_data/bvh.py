@@ -70,32 +70,6 @@ def argsort_keys(keys, bits=30):
     return idx
 
 
-@nb.njit(cache=True)
-def surface_points(tri, cdf, u, r1, r2):
-    """Points on triangles (F, 9: a, b - a, c - a): triangle ``searchsorted(cdf, u)`` at
-    barycentric (r1, r2) (folded into the triangle where r1 + r2 > 1); (N,3) points and (N,)
-    triangle indices."""
-    n, nf = len(u), len(cdf)
-    pts = np.empty((n, 3))
-    fid = np.empty(n, np.int64)
-    for i in range(n):
-        lo, hi = 0, nf  # first index with cdf > u[i] (searchsorted side="right")
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if cdf[mid] <= u[i]:
-                lo = mid + 1
-            else:
-                hi = mid
-        f = min(lo, nf - 1)
-        a, b = r1[i], r2[i]
-        if a + b > 1.0:
-            a, b = 1.0 - a, 1.0 - b
-        for k in range(3):
-            pts[i, k] = tri[f, k] + a * tri[f, 3 + k] + b * tri[f, 6 + k]
-        fid[i] = f
-    return pts, fid
-
-
 @nb.njit(cache=True, inline="always")
 def _area(dx, dy, dz):
     """Half the surface area of a box with these sides (0 for an empty box)."""
@@ -438,25 +412,32 @@ def _normals(verts, faces, edge_order, edge_key):
     return out
 
 
-def _feature_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def _edge_keys(faces: np.ndarray, n_verts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected key (3F,) of edge k (ab, bc, ca) of face f at 3 f + k, and its stable
+    argsort: equal keys, the faces sharing an edge, come together."""
+    a, b = faces, np.roll(faces, -1, axis=1)
+    key = (np.minimum(a, b) * (n_verts + 1) + np.maximum(a, b)).ravel()
+    return key, np.argsort(key, kind="stable")
+
+
+def _feature_normals(verts: np.ndarray, faces: np.ndarray, edges=None) -> np.ndarray:
     """(F, 7, 3) angle-weighted pseudo-normal of each feature of each face (indexed by the
     feature codes): the face normal, its vertices' and its edges' normals. An edge's normal is
-    the sum of the normals of the faces using it (one face on a border)."""
-    a, b = faces, np.roll(faces, -1, axis=1)  # edges ab, bc, ca of every face
-    key = (np.minimum(a, b) * (len(verts) + 1) + np.maximum(a, b)).ravel()
-    return _normals(verts, faces, np.argsort(key), key)
+    the sum of the normals of the faces using it (one face on a border). edges:
+    :func:`_edge_keys` of the faces, when already computed."""
+    key, order = edges if edges is not None else _edge_keys(faces, len(verts))
+    return _normals(verts, faces, order, key)
 
 
-def _sure_features(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def _sure_features(verts: np.ndarray, faces: np.ndarray, edges=None) -> np.ndarray:
     """(F, 7) bool: where a feature's pseudo-normal gives a trustworthy side. A face: it has
     an area. An edge: exactly two faces use it, in opposite directions (a manifold,
     consistently oriented edge; not a border, not next to a flipped face). A vertex: every
     edge at it is such an edge."""
     nv = len(verts)
     a, b = faces, np.roll(faces, -1, axis=1)  # edges ab, bc, ca
-    und = (np.minimum(a, b) * (nv + 1) + np.maximum(a, b)).ravel()
+    und, order = edges if edges is not None else _edge_keys(faces, nv)
     fwd = (a < b).ravel()
-    order = np.argsort(und, kind="stable")
     ks = und[order]
     start = np.r_[True, ks[1:] != ks[:-1]]
     group = np.cumsum(start) - 1
@@ -516,7 +497,9 @@ class BVH:
         t = t[order]
         tri = np.concatenate([t[:, 0], t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=1)
         if pseudonormal_sign:
-            normals, sure = _feature_normals(v, f)[order], _sure_features(v, f)[order]
+            edges = _edge_keys(f, len(v))
+            normals = _feature_normals(v, f, edges)[order]
+            sure = _sure_features(v, f, edges)[order]
         else:
             normals, sure = np.zeros((0, 7, 3)), np.zeros((0, 7), bool)
         return cls(

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
-from gsdf_data.bvh import surface_points
 from gsdf_data.normalize import Normalization, pair_normalization
 from gsdf_data.sdf import (
     DEFAULT_RAYS,
@@ -80,6 +80,32 @@ def sample_rng(sample_id: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *words])
 
 
+@nb.njit(cache=True)
+def _surface_points(tri, cdf, u, r1, r2):
+    """Points on triangles (F, 9: a, b - a, c - a): triangle ``searchsorted(cdf, u)`` at
+    barycentric (r1, r2) (folded into the triangle where r1 + r2 > 1); (N,3) points and (N,)
+    triangle indices."""
+    n, nf = len(u), len(cdf)
+    pts = np.empty((n, 3))
+    fid = np.empty(n, np.int64)
+    for i in range(n):
+        lo, hi = 0, nf  # first index with cdf > u[i] (searchsorted side="right")
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if cdf[mid] <= u[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        f = min(lo, nf - 1)
+        a, b = r1[i], r2[i]
+        if a + b > 1.0:
+            a, b = 1.0 - a, 1.0 - b
+        for k in range(3):
+            pts[i, k] = tri[f, k] + a * tri[f, 3 + k] + b * tri[f, 6 + k]
+        fid[i] = f
+    return pts, fid
+
+
 def _surface(verts, faces, n, rng, normals: bool = False):
     """n area-weighted surface points (n,3); with ``normals``, also their face normals."""
     tri = verts[faces]
@@ -93,7 +119,7 @@ def _surface(verts, faces, n, rng, normals: bool = False):
     cdf = np.cumsum(area)
     u = rng.random(n) * cdf[-1]
     r1, r2 = rng.random(n), rng.random(n)
-    pts, fid = surface_points(np.concatenate([tri[:, 0], e1, e2], axis=1), cdf, u, r1, r2)
+    pts, fid = _surface_points(np.concatenate([tri[:, 0], e1, e2], axis=1), cdf, u, r1, r2)
     if not normals:
         return pts
     return pts, cross[fid] / np.maximum(2.0 * area[fid], 1e-30)[:, None]
@@ -195,8 +221,11 @@ def sample_points(
     elif config.backend in ("auto", "open3d"):
         frames = list(frames) if frames is not None else [None] * nm
         models = list(models) if models is not None else [None] * nm
-        opts = {"sign": config.sign, "n_rays": config.n_rays}
-        opts["distance_engine"] = config.distance_engine
+        opts = {
+            "sign": config.sign,
+            "n_rays": config.n_rays,
+            "distance_engine": config.distance_engine,
+        }
         queries = []
         for (v, f), fr, model in zip(unit, frames, models, strict=True):
             fr = _unit_frame(fr, norm)

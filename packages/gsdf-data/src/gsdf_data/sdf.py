@@ -145,7 +145,7 @@ class MeshSDF:
             a model tightly (rotated objects: 1.4-3x faster queries), queries are mapped into it and
             distances scaled back: the answers do not change.
         local: ``verts`` are already in the mesh's own frame (``frame`` places them); see
-            :meth:`placed` and :func:`placed_sdf`.
+            :meth:`placed` and :class:`PlacedSDFs`.
     """
 
     verts: np.ndarray
@@ -242,7 +242,7 @@ class MeshSDF:
                 d, _, pn, sure = self._bvh.query(q)
             else:
                 d, pn, sure = self._distance(q), None, None
-            inside = pn if self._pn and pn is not None else self._inside(q, pn, sure)
+            inside = self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
         order = spatial_order(points)
@@ -261,10 +261,12 @@ class MeshSDF:
     def _inside(self, points: np.ndarray, pn=None, sure=None) -> np.ndarray:
         """pn, sure: the BVH's pseudo-normal sides of the points and whether each is sure
         (computed here when needed and not given)."""
-        if self._pn or (self._pn_votes and pn is None):
+        if pn is None and (self._pn or self._pn_votes):
             _, _, pn, sure = self._bvh.query(points)
         if self._pn:
             return pn
+        if self.sign == "winding":
+            return winding_number(self._v, self.faces, points) > 0.5
         out = np.zeros(len(points), dtype=bool)
         # Outside the bounding box is outside for every method but the winding number of an
         # open mesh; skipping those points saves most rays for the far, uniform samples.
@@ -273,8 +275,6 @@ class MeshSDF:
         if len(idx) == 0:
             return out
         q = points[idx]
-        if self.sign == "winding":
-            return winding_number(self._v, self.faces, points) > 0.5
         if self.sign == "parity":
             out[idx] = self._parity_vote(q, 1)
         elif self._pn_votes:
