@@ -119,6 +119,11 @@ class PrepareConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class PrepareError(RuntimeError):
+    """A run that cannot give the user what they asked for (nothing would be kept, or every
+    sample fails for one cause outside the data); the message names the cause."""
+
+
 class BadSampleError(RuntimeError):
     """A sample that cannot be prepared (raised in strict mode)."""
 

@@ -320,29 +320,202 @@ def _draw(rng: np.random.Generator, length: int, k: int) -> np.ndarray:
     return rng.choice(length, size=k, replace=False)
 
 
-class ShardSet:
-    """Read-only view over a directory of shards (indexes run across shards in name order).
+class ShardSetError(ValueError):
+    """A shard set that cannot be used as asked (missing manifest, missing or extra shards,
+    size or checksum mismatch, broken metadata); the message is one line naming the problem."""
 
-    Safe to pass to DataLoader worker processes: files are (re)opened lazily per process.
+
+VERIFIED = ".verified.json"
+
+
+def _manifest_entries(root: Path, m: dict) -> list[dict]:
+    """The manifest's shard entries, checked for the keys a reader needs."""
+    entries = m.get("shards")
+    if not isinstance(entries, list):
+        raise ShardSetError(f"{root / MANIFEST}: broken (no list of shards)")
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
+            raise ShardSetError(f"{root / MANIFEST}: broken shard entry {e!r}")
+        if not isinstance(e.get("n_samples"), int) or e["n_samples"] < 0:
+            raise ShardSetError(f"{root / MANIFEST}: {e['file']}: broken sample count")
+    return entries
+
+
+def read_manifest(root: str | Path) -> dict:
+    """``manifest.json`` of a shard set as a dict; ShardSetError (one line) when it is missing,
+    unreadable or of another schema version."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ShardSetError(
+            f"{root}: no {MANIFEST}, so not a finished shard set (an interrupted or running "
+            "prepare?); finish it by rerunning prepare, or pass --allow-partial"
+        )
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ShardSetError(f"{path}: unreadable ({e})") from None
+    if not isinstance(m, dict):
+        raise ShardSetError(f"{path}: broken (not a JSON object)")
+    if m.get("schema_version") != SCHEMA_VERSION:
+        raise ShardSetError(
+            f"{path}: schema version {m.get('schema_version')}, this reader reads "
+            f"{SCHEMA_VERSION}; prepare the data again with this version"
+        )
+    return m
+
+
+def _listing(names: list[str], n: int = 3) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def verify_checksums(root: str | Path, entries: list[dict], progress: bool = False) -> list[str]:
+    """Names of the listed shards whose SHA-256 differs from their manifest entry.
+
+    A shard is hashed once: its verified digest is remembered in ``<root>/.verified.json``
+    under its size and modification time, and a later call hashes it again only when either
+    changed. A read-only folder just means hashing again next time.
     """
+    root = Path(root)
+    cache_path = root / VERIFIED
+    try:
+        cache = json.loads(cache_path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    todo = []
+    for e in entries:
+        st = (root / e["file"]).stat()
+        c = cache.get(e["file"])
+        key = [st.st_size, st.st_mtime_ns, e.get("sha256")]
+        if c != key:
+            todo.append((e, key))
+    bad = []
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
 
-    def __init__(self, root: str | Path) -> None:
+        total = sum(k[0] for _, k in todo)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="verify shards", leave=False)
+    try:
+        for e, key in todo:
+            if file_sha256(root / e["file"]) == e.get("sha256"):
+                cache[e["file"]] = key
+            else:
+                cache.pop(e["file"], None)
+                bad.append(e["file"])
+            if bar is not None:
+                bar.update(key[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    if todo:
+        try:
+            atomic_write_text(cache_path, json.dumps(cache, sort_keys=True) + "\n")
+        except OSError:
+            pass  # a read-only shard folder: verified again next time, nothing lost
+    return bad
+
+
+def _fingerprint(items: list[tuple[str, object]]) -> str:
+    return hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:16]
+
+
+def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -> tuple:
+    """([(path, n_samples)] of the shards a reader may use, in name order, and the set's
+    fingerprint); ShardSetError when the set is not what its manifest says (see
+    :class:`ShardSet`)."""
+    on_disk = sorted(p.name for p in root.glob(SHARD_GLOB))
+    if not (root / MANIFEST).is_file() and allow_partial:
         import h5py
 
+        files = []
+        for name in on_disk:
+            try:
+                with h5py.File(root / name, "r") as f:
+                    files.append((root / name, int(f.attrs["n_samples"])))
+            except Exception as e:  # a truncated or foreign file fails anywhere inside h5py
+                raise ShardSetError(
+                    f"{root / name}: unreadable ({type(e).__name__}: {e})"
+                ) from None
+        return files, _fingerprint([(p.name, p.stat().st_size) for p, _ in files])
+    m = read_manifest(root)
+    entries = _manifest_entries(root, m)
+    listed = {e["file"] for e in entries}
+    missing = [e["file"] for e in entries if not (root / e["file"]).is_file()]
+    extra = [n for n in on_disk if n not in listed]
+    expected = m.get("expected_shards")
+    if not allow_partial:
+        if missing:
+            raise ShardSetError(
+                f"{root}: {len(missing)} of {len(entries)} shards in {MANIFEST} are missing "
+                f"({_listing(missing)}); --allow-partial to use the rest"
+            )
+        if isinstance(expected, int) and expected != len(entries):
+            raise ShardSetError(
+                f"{root}: incomplete, {len(entries)} of {expected} shards written (an "
+                "interrupted or --shard k/n prepare); finish it, or pass --allow-partial"
+            )
+        if extra:
+            raise ShardSetError(
+                f"{root}: {len(extra)} shard file(s) not in {MANIFEST} ({_listing(extra)}): "
+                "left from another run? remove them, or pass --allow-partial to ignore them"
+            )
+    use = [e for e in entries if e["file"] not in set(missing)]
+    for e in use:
+        size = (root / e["file"]).stat().st_size
+        if isinstance(e.get("bytes"), int) and size != e["bytes"]:
+            raise ShardSetError(
+                f"{root / e['file']}: {size} bytes, {MANIFEST} says {e['bytes']} (truncated "
+                "or replaced); prepare it again"
+            )
+    if verify:
+        bad = verify_checksums(root, use, progress=progress)
+        if bad:
+            raise ShardSetError(
+                f"{root}: checksum mismatch in {_listing(bad)} (damaged on disk or changed "
+                "after prepare); prepare them again"
+            )
+    files = [(root / e["file"], int(e["n_samples"])) for e in sorted(use, key=lambda e: e["file"])]
+    return files, _fingerprint([(e["file"], e.get("sha256")) for e in use])
+
+
+class ShardSet:
+    """Read-only view over a shard set (indexes run across shards in name order).
+
+    The set is opened through its manifest: a missing manifest, a shard listed but missing, a
+    shard file the manifest does not list, an incomplete set (fewer shards than the prepare
+    run expected) or a shard whose size or SHA-256 differs from its entry raises
+    :class:`ShardSetError`. ``allow_partial=True`` uses what is there on purpose: the listed
+    shards that exist (or, without a manifest, every shard file); sizes and checksums are
+    still verified. ``verify=False`` skips the checksums (sizes are always compared);
+    verified digests are cached by size and mtime (see :func:`verify_checksums`).
+    ``fingerprint``: a short hash of the shards used (their names and checksums), which
+    changes when the data does.
+
+    Safe to pass to DataLoader worker processes: files are (re)opened lazily per process, and
+    unpickling does not verify again.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        allow_partial: bool = False,
+        verify: bool = True,
+        progress: bool = False,
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: no such directory")
-        manifest = self.root / MANIFEST
-        if manifest.is_file():
-            entries = json.loads(manifest.read_text())["shards"]
-            files = [(self.root / e["file"], int(e["n_samples"])) for e in entries]
-        else:
-            files = []
-            for p in sorted(self.root.glob(SHARD_GLOB)):
-                with h5py.File(p, "r") as f:
-                    files.append((p, int(f.attrs["n_samples"])))
+        files, self.fingerprint = _open_files(self.root, allow_partial, verify, progress)
         self._shards = [_Shard(p, n) for p, n in files if n > 0]
         self._starts = np.cumsum([0] + [s.n for s in self._shards])
+
+    @property
+    def n_shards(self) -> int:
+        return len(self._shards)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -351,10 +524,15 @@ class ShardSet:
         return f"ShardSet({str(self.root)!r}, {len(self)} samples, {len(self._shards)} shards)"
 
     def __getstate__(self) -> dict:
-        return {"root": self.root, "files": [(s.path, s.n) for s in self._shards]}
+        return {
+            "root": self.root,
+            "files": [(s.path, s.n) for s in self._shards],
+            "fingerprint": self.fingerprint,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.root = state["root"]
+        self.fingerprint = state.get("fingerprint", "")
         self._shards = [_Shard(p, n) for p, n in state["files"]]
         self._starts = np.cumsum([0] + [s.n for s in self._shards])
 
@@ -535,12 +713,22 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
         problems.append(
             f"{MANIFEST}: schema version {m.get('schema_version')}, expected {SCHEMA_VERSION}"
         )
+    if not isinstance(m, dict):
+        return [f"{MANIFEST}: broken (not a JSON object)"]
+    try:
+        entries = _manifest_entries(root, m)
+    except ShardSetError as e:
+        return [*problems, str(e)]
     expected = m.get("expected_shards")
-    if expected is not None and expected != len(m.get("shards", [])):
-        problems.append(f"incomplete: {len(m.get('shards', []))} of {expected} shards written")
+    if expected is not None and expected != len(entries):
+        problems.append(f"incomplete: {len(entries)} of {expected} shards written")
     if min_per_side is None:
-        min_per_side = int(m.get("config", {}).get("sampling", {}).get("min_per_side", 0))
-    listed = {e["file"] for e in m.get("shards", [])}
+        try:
+            min_per_side = int(m.get("config", {}).get("sampling", {}).get("min_per_side", 0))
+        except (AttributeError, TypeError, ValueError):
+            problems.append(f"{MANIFEST}: broken config")
+            min_per_side = 0
+    listed = {e["file"] for e in entries}
     for p in sorted(root.glob(SHARD_GLOB)):
         if p.name not in listed:
             problems.append(f"{p.name}: not in {MANIFEST}")
@@ -548,7 +736,7 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
         problems.append(f"{p.name}: temporary file of an interrupted run")
     ids: dict[str, str] = {}
     total = 0
-    for e in m.get("shards", []):
+    for e in entries:
         name = e["file"]
         path = root / name
         if not path.is_file():
@@ -565,6 +753,9 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
             problems.append(f"{name}: unreadable ({type(ex).__name__}: {ex})")
     if total != m.get("n_samples"):
         problems.append(f"{MANIFEST}: n_samples {m.get('n_samples')}, shards hold {total}")
+    elif not problems and total == 0:
+        # a set with nothing to train on is what a failed prepare leaves, not a result
+        problems.append(f"{root}: holds no samples")
     return problems
 
 

@@ -3,12 +3,40 @@
 Heavy modules (torch) are imported inside the commands so that `--help` stays instant.
 """
 
+import math
+
 import click
 
+from gsdf_data.cli.errors import OneLineErrors, data_errors
 from gsdf_model import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _model_errors() -> tuple[type[BaseException], ...]:
+    from gsdf_model.train import UserError
+
+    return (*data_errors(), UserError)
+
+
+class _PositiveFloat(click.ParamType):
+    """A finite float > 0 (click's FloatRange lets NaN through: every comparison is False)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x) or x <= 0:
+            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        return x
+
+
+@click.group(
+    cls=OneLineErrors,
+    errors=_model_errors,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="gsdf-train")
 def main() -> None:
     """Train the gSDF model and reconstruct meshes from a checkpoint."""
@@ -46,17 +74,28 @@ def _user_errors():
     "--data", required=True, type=click.Path(), help="Shard directory (or one with train/)."
 )
 @click.option("--out", required=True, type=click.Path(), help="Run directory (checkpoints, logs).")
-@click.option("--epochs", type=int, help="SDF-stage epochs (the pose stage scales with it).")
-@click.option("--pose-epochs", type=int, help="Pose-stage epochs (default: the preset's).")
-@click.option("--batch-size", type=int, help="Samples per step per process.")
-@click.option("--lr", type=float, help="Initial learning rate of each stage.")
-@click.option("--workers", type=int, help="DataLoader worker processes.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    help="SDF-stage epochs (the pose stage scales with it; 0: no SDF stage).",
+)
+@click.option(
+    "--pose-epochs", type=click.IntRange(min=0), help="Pose-stage epochs (default: the preset's)."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per step per process.")
+@click.option("--lr", type=_PositiveFloat(), help="Initial learning rate of each stage.")
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, mps).")
 @click.option(
     "--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
 )
 @click.option("--resume/--restart", default=True, show_default=True, help="Continue RUN/last.pt.")
 @click.option("--backbone-weights", type=click.Path(), help="torchvision ResNet-18 state dict.")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Train on an incomplete shard set on purpose (an interrupted or --shard k/n prepare).",
+)
 def train_cmd(
     preset,
     data,
@@ -70,11 +109,14 @@ def train_cmd(
     amp,
     resume,
     backbone_weights,
+    allow_partial,
 ):
     """Train the two stages (pose, then SDF with the pose frozen); re-running resumes."""
     import dataclasses
 
-    from gsdf_model.train import get_train_preset, train
+    from gsdf_data.cli.errors import writable_dir
+    from gsdf_model.data import open_shards
+    from gsdf_model.train import get_train_preset, resolve_split, train
 
     cfg = get_train_preset(preset)
     changes = {"batch_size": batch_size, "lr": lr, "num_workers": workers, "amp": amp}
@@ -82,11 +124,32 @@ def train_cmd(
         changes["sdf_epochs"] = epochs
         if pose_epochs is None:
             pose_epochs = max(1, round(epochs * cfg.pose_epochs / max(cfg.sdf_epochs, 1)))
+            if epochs == 0:
+                pose_epochs = 0
     changes["pose_epochs"] = pose_epochs
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if cfg.pose_epochs + cfg.sdf_epochs == 0:
+        raise click.UsageError("--epochs 0 (and no --pose-epochs) leaves nothing to train")
+    if cfg.sdf_epochs == 0:
+        # a pose-only run makes a model that reconstructs nothing: say so, do not surprise
+        click.echo(f"--epochs 0: pose stage only ({cfg.pose_epochs} epochs), no SDF stage")
+    try:
+        split_dir = resolve_split(data, "train")
+        shards = open_shards(split_dir, allow_partial=allow_partial, progress=True)
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+    writable_dir(out)
+    click.echo(f"training on {len(shards)} samples ({shards.n_shards} shards) from {split_dir}")
     try:
         s = train(
-            preset, data, out, cfg, device=device, resume=resume, backbone_weights=backbone_weights
+            preset,
+            data,
+            out,
+            cfg,
+            device=device,
+            resume=resume,
+            backbone_weights=backbone_weights,
+            shards=shards,
         )
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None

@@ -39,11 +39,12 @@ class AugmentConfig:
     saturation: float = 0.3
 
 
-def open_shards(path: str | Path):
-    """A `gsdf_data.shards.ShardSet` for `path` (imported lazily: h5py is only needed here)."""
+def open_shards(path: str | Path, allow_partial: bool = False, progress: bool = False):
+    """A `gsdf_data.shards.ShardSet` for `path`, opened through its manifest (imported lazily:
+    h5py is only needed here). `allow_partial`: use an incomplete set on purpose."""
     from gsdf_data.shards import ShardSet
 
-    return ShardSet(Path(path))
+    return ShardSet(Path(path), allow_partial=allow_partial, progress=progress)
 
 
 def _rot_z(angle: float) -> np.ndarray:

@@ -5,9 +5,10 @@ module level (heavy libraries are imported inside the command bodies, so `--help
 import click
 
 from gsdf_data import __version__
+from gsdf_data.cli.errors import OneLineErrors
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gsdf-data")
 def main() -> None:
     """Prepare hand-object data for gSDF: hand models, SDF samples, HDF5 shards."""

@@ -1,0 +1,192 @@
+"""`gsdf-train train` refuses what is not what the user meant, with one line: incomplete or
+damaged shard sets, impossible options, an output folder it cannot write; and it says how
+many samples it trains on. The training itself is replaced by a stand-in that records what
+it was given: these cases are about what happens before any step is taken."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gsdf_data.shards import ShardWriter, write_manifest
+from gsdf_model.cli import main
+
+P = 600
+
+
+def _sample(i, rng):
+    pts = rng.uniform(-1, 1, (P, 3)).astype(np.float32)
+    return {
+        "sample_id": f"s{i}",
+        "image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+        "K": np.eye(3),
+        "joints": rng.normal(size=(21, 3)),
+        "obj_center": np.zeros(3),
+        "norm_offset": np.zeros(3),
+        "norm_scale": 0.1,
+        "points": pts,
+        "sdf_hand": np.linalg.norm(pts, axis=1) - 0.5,
+        "sdf_obj": np.linalg.norm(pts - 0.3, axis=1) - 0.4,
+        "hand_verts": rng.normal(size=(4, 3)),
+        "hand_faces": [[0, 1, 2]],
+        "obj_verts": rng.normal(size=(4, 3)),
+        "obj_faces": [[0, 1, 2]],
+    }
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory):
+    """Three samples in two shards with their manifest: a finished prepare."""
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    entries = []
+    for j, ids in enumerate(([0, 1], [2])):
+        w = ShardWriter(root / f"shard-{j:05d}.h5", n_points=P)
+        for i in ids:
+            w.add(_sample(i, rng))
+        entries.append(w.close())
+    write_manifest(root, entries, {"expected_shards": 2, "config": {}})
+    return root
+
+
+@pytest.fixture()
+def data(tmp_path, shard_set):
+    d = tmp_path / "data"
+    shutil.copytree(shard_set, d)
+    return d
+
+
+@pytest.fixture()
+def trained(monkeypatch):
+    """Replace the training loop; record the dataset and configuration it was handed."""
+    import gsdf_model.train as train_module
+
+    calls = []
+
+    def fake_train(preset, data, out, cfg, **kw):
+        calls.append({"cfg": cfg, "shards": kw.get("shards")})
+        return {
+            "start_epoch": 0,
+            "epochs": cfg.pose_epochs + cfg.sdf_epochs,
+            "final_loss": 1.0,
+            "samples_per_s": 1.0,
+            "checkpoint": str(out),
+        }
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    return calls
+
+
+def _train(data, out, *extra):
+    args = ["train", "--preset", "tiny", "--data", str(data), "--out", str(out), *extra]
+    return CliRunner().invoke(main, args)
+
+
+def _one_line_error(res, *words):
+    assert res.exit_code != 0, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert "Traceback" not in res.output
+    lines = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert len(lines) == 1, res.output
+    for w in words:
+        assert w in lines[0], res.output
+
+
+def test_complete_set_trains_and_says_on_how_many_samples(data, tmp_path, trained):
+    res = _train(data, tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert "training on 3 samples (2 shards)" in res.output
+    assert len(trained[0]["shards"]) == 3
+
+
+def test_missing_manifest_is_refused_unless_partial_is_allowed(data, tmp_path, trained):
+    (data / "manifest.json").unlink()
+    _one_line_error(_train(data, tmp_path / "run"), "no manifest.json", "--allow-partial")
+    assert trained == []
+    res = _train(data, tmp_path / "run", "--allow-partial")
+    assert res.exit_code == 0, res.output
+    assert "training on 3 samples" in res.output
+
+
+def test_interrupted_prepare_is_refused(data, tmp_path, trained):
+    """A killed or `--shard k/n` prepare: the manifest lists fewer shards than the run makes."""
+    m = json.loads((data / "manifest.json").read_text())
+    m["expected_shards"] = 5
+    (data / "manifest.json").write_text(json.dumps(m))
+    _one_line_error(_train(data, tmp_path / "run"), "2 of 5 shards")
+    assert trained == []
+    res = _train(data, tmp_path / "run", "--allow-partial")
+    assert res.exit_code == 0 and "training on 3 samples" in res.output
+
+
+def test_missing_shard_is_refused(data, tmp_path, trained):
+    (data / "shard-00001.h5").unlink()
+    _one_line_error(_train(data, tmp_path / "run"), "shard-00001.h5", "missing")
+    res = _train(data, tmp_path / "run", "--allow-partial")
+    assert res.exit_code == 0 and "training on 2 samples (1 shards)" in res.output
+
+
+def test_extra_shard_is_refused(data, tmp_path, trained):
+    shutil.copy(data / "shard-00000.h5", data / "shard-00007.h5")
+    _one_line_error(_train(data, tmp_path / "run"), "shard-00007.h5", "not in manifest.json")
+    assert trained == []
+
+
+def test_truncated_shard_is_refused_even_when_partial(data, tmp_path, trained):
+    path = data / "shard-00000.h5"
+    path.write_bytes(path.read_bytes()[:-100])
+    for extra in ((), ("--allow-partial",)):
+        _one_line_error(_train(data, tmp_path / "run", *extra), "shard-00000.h5", "bytes")
+    assert trained == []
+
+
+def test_flipped_byte_is_refused(data, tmp_path, trained):
+    path = data / "shard-00001.h5"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+    _one_line_error(_train(data, tmp_path / "run"), "checksum mismatch", "shard-00001.h5")
+    assert trained == []
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--batch-size", "0"),
+        ("--lr", "nan"),
+        ("--lr", "-1"),
+        ("--epochs", "-2"),
+        ("--workers", "-1"),
+    ],
+)
+def test_impossible_options_are_refused_by_name(data, tmp_path, trained, option, value):
+    res = _train(data, tmp_path / "run", option, value)
+    assert res.exit_code == 2, res.output
+    assert option in res.output and "Traceback" not in res.output
+    assert trained == []
+
+
+def test_epochs_zero_says_what_it_means(data, tmp_path, trained):
+    res = _train(data, tmp_path / "run", "--epochs", "0")
+    assert res.exit_code == 2 and "nothing to train" in res.output
+    res = _train(data, tmp_path / "run", "--epochs", "0", "--pose-epochs", "2")
+    assert res.exit_code == 0, res.output
+    assert "pose stage only (2 epochs), no SDF stage" in res.output
+    cfg = trained[-1]["cfg"]
+    assert (cfg.pose_epochs, cfg.sdf_epochs) == (2, 0)
+
+
+def test_output_folder_that_cannot_be_made_is_refused_before_work(data, tmp_path, trained):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_error(_train(data, blocker / "run"), "--out", "cannot write")
+    assert trained == []
+
+
+def test_broken_manifest_is_one_line(data, tmp_path, trained):
+    (data / "manifest.json").write_text('{"schema_version": 1, "shards": [{"file": 3}]}')
+    _one_line_error(_train(data, tmp_path / "run"), "manifest.json")
+    (data / "manifest.json").write_text("{not json")
+    _one_line_error(_train(data, tmp_path / "run"), "manifest.json", "unreadable")
