@@ -1,5 +1,8 @@
 """Pose stage: soft-argmax, voxel ↔ camera decoding, ordinal depth loss."""
 
+import math
+
+import pytest
 import torch
 
 from gsdf_model.pose import (
@@ -7,6 +10,7 @@ from gsdf_model.pose import (
     RootDepthHead,
     camera_to_voxels,
     ordinal_loss,
+    sample_ordinal_pairs,
     sample_view_directions,
     soft_argmax_3d,
     voxels_to_camera,
@@ -65,14 +69,46 @@ def _hand(seed=0):
     return torch.randn(2, 21, 3, generator=g) * 0.04 + torch.tensor([0.0, 0.0, 0.5])
 
 
+ALL_JOINT_PAIRS = torch.combinations(torch.arange(21), 2)
+ALL_BONE_PAIRS = torch.combinations(torch.arange(20), 2)
+
+
 def test_ordinal_loss_zero_for_perfect_and_order_preserving_prediction():
     gt = _hand()
     views = sample_view_directions(20, generator=torch.Generator().manual_seed(1))
     assert views.shape == (21, 3)
     torch.testing.assert_close(views.norm(dim=-1), torch.ones(21))
-    assert ordinal_loss(gt, gt, views) == 0
+    assert (views[1:, 2] >= 0).all() and views[0].tolist() == [0.0, 0.0, 1.0]
+    assert ordinal_loss(gt, gt, views, ALL_JOINT_PAIRS, ALL_BONE_PAIRS) == 0
     # scaling about a point and translating keeps every depth order along every view
-    assert ordinal_loss(gt * 1.7 + torch.tensor([0.1, -0.2, 0.3]), gt, views) == 0
+    moved = gt * 1.7 + torch.tensor([0.1, -0.2, 0.3])
+    assert ordinal_loss(moved, gt, views, ALL_JOINT_PAIRS, ALL_BONE_PAIRS) == 0
+
+
+def test_ordinal_loss_matches_the_reference_form_by_loops():
+    """Joint pairs through log(1 + ·), bone pairs (cross products) without it, each a mean
+    over batch x its pairs x views; computed here pair by pair."""
+    g = torch.Generator().manual_seed(3)
+    gt, pred = _hand(0), _hand(1)
+    views = sample_view_directions(4, generator=g)
+    jp, bp = sample_ordinal_pairs(21, generator=g)
+    assert len(jp) == 210 // 3 and len(bp) == 190 // 3
+    assert len(set(map(tuple, jp.tolist()))) == len(jp)
+    parents = [0, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19]
+    jt, bt = [], []
+    for b in range(2):
+        bones_p = [pred[b, k] - pred[b, parents[k]] for k in range(1, 21)]
+        bones_g = [gt[b, k] - gt[b, parents[k]] for k in range(1, 21)]
+        for v in views:
+            for i, j in jp.tolist():
+                s = torch.sign(torch.dot(gt[b, i] - gt[b, j], v))
+                jt.append(math.log(1 + max(0.0, float(-s * torch.dot(pred[b, i] - pred[b, j], v)))))
+            for i, j in bp.tolist():
+                s = torch.sign(torch.dot(torch.linalg.cross(bones_g[i], bones_g[j]), v))
+                d = torch.dot(torch.linalg.cross(bones_p[i], bones_p[j]), v)
+                bt.append(max(0.0, float(-s * d)))
+    expected = sum(jt) / len(jt) + sum(bt) / len(bt)
+    assert ordinal_loss(pred, gt, views, jp, bp).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_ordinal_loss_positive_for_depth_order_swap():
@@ -82,10 +118,11 @@ def test_ordinal_loss_positive_for_depth_order_swap():
     # make joint 3 clearly in front of joint 8 in the prediction, behind it in the GT
     gt[:, 3, 2], gt[:, 8, 2] = 0.55, 0.45
     pred[:, 3, 2], pred[:, 8, 2] = 0.45, 0.55
-    loss = ordinal_loss(pred, gt, cam)
+    no_bones = torch.zeros(0, 2, dtype=torch.long)
+    loss = ordinal_loss(pred, gt, cam, ALL_JOINT_PAIRS, no_bones)
     assert loss > 0
-    # only pairs whose order flipped contribute: |Δz| of the flipped pairs, mean over pairs
-    i, j = torch.triu_indices(21, 21, offset=1)
+    # only pairs whose order flipped contribute: log(1 + |dz|), mean over pairs
+    i, j = ALL_JOINT_PAIRS.T
     dp, dg = pred[:, i, 2] - pred[:, j, 2], gt[:, i, 2] - gt[:, j, 2]
-    expected = torch.where(dp * dg < 0, dp.abs(), torch.zeros_like(dp)).mean()
+    expected = torch.where(dp * dg < 0, torch.log1p(dp.abs()), torch.zeros_like(dp)).mean()
     torch.testing.assert_close(loss, expected)

@@ -143,5 +143,22 @@ def test_describe_cli():
     counts = parameter_counts(GSDFNet(get_preset("tiny"), ik=identity_ik))
     assert f"{counts['total']:,}" in res.output
     assert "FLOPs per sample" in res.output and "visual.transformer" in res.output
+    assert "stage 1 pose: 5 epochs" in res.output
     bad = CliRunner().invoke(main, ["describe", "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset" in bad.output
+
+
+def test_describe_prints_the_paper_schedule():
+    from gsdf_model.config import get_train_preset
+    from gsdf_model.describe import schedule_lines
+
+    text = "\n".join(schedule_lines(get_train_preset("obman"), get_preset("obman")))
+    for fact in (
+        "stage 1 pose: 100 epochs, batch 192, Adam lr 0.0001 halved at epochs 40, 80; hand only",
+        "stage 2 SDF:  1600 epochs, batch 256, Adam lr 0.0001 halved at epochs 600, 1200",
+        "0.5 x object centre + 0.5 x L1 hand SDF + 0.5 x L1 object SDF (clamp 0.05)",
+        "own mesh's points for the first 1201 epochs",
+        "1000 hand + 1000 object",
+        "(20 views + camera axis)",
+    ):
+        assert fact in text

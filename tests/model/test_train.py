@@ -15,6 +15,7 @@ from gsdf_model.train import (
     UserError,
     get_train_preset,
     load_checkpoint_file,
+    lr_at,
     model_from_checkpoint,
     train,
 )
@@ -63,7 +64,7 @@ class StandInNet(nn.Module):
             out["sdf_hand"], out["sdf_obj"] = self.query(state, batch["points"])
         return out
 
-    def loss(self, batch, out, stage):
+    def loss(self, batch, out, stage, own_points=None):
         lj = ((out["joints"] - batch["joints"]) ** 2).sum(-1).mean()
         lo = ((out["obj_center"] - batch["obj_center"]) ** 2).sum(-1).mean()
         if stage == 1:
@@ -111,8 +112,10 @@ def shards():
 CFG = TrainConfig(
     pose_epochs=2,
     sdf_epochs=3,
+    pose_batch_size=4,
     batch_size=4,
     lr=3e-3,
+    pose_lr_halve_every=1,
     lr_halve_every=2,
     n_hand=64,
     n_obj=64,
@@ -146,8 +149,8 @@ def test_two_stages_freeze_pose_and_halve_lr(tmp_path, shards):
     recs = epochs(tmp_path / "run" / "metrics.jsonl")
     assert [r["epoch"] for r in recs] == [1, 2, 3, 4, 5]
     assert [r["stage"] for r in recs] == [1, 1, 2, 2, 2]
-    # lr restarts at stage 2 and halves every 2 epochs within a stage
-    assert [r["lr"] for r in recs] == pytest.approx([3e-3, 3e-3, 3e-3, 3e-3, 1.5e-3])
+    # lr restarts at stage 2 and halves every 1 (stage 1) / 2 (stage 2) epochs of its stage
+    assert [r["lr"] for r in recs] == pytest.approx([3e-3, 1.5e-3, 3e-3, 3e-3, 1.5e-3])
     s1 = load_checkpoint_file(tmp_path / "run" / "stage1.pt")
     last = load_checkpoint_file(tmp_path / "run")
     assert s1["epoch"] == 2 and s1["stage"] == 1 and last["epoch"] == 5 and last["stage"] == 2
@@ -164,7 +167,9 @@ def test_two_stages_freeze_pose_and_halve_lr(tmp_path, shards):
 
 
 def test_losses_fall(tmp_path, shards):
-    cfg = dataclasses.replace(CFG, pose_epochs=6, sdf_epochs=6, lr_halve_every=100)
+    cfg = dataclasses.replace(
+        CFG, pose_epochs=6, sdf_epochs=6, pose_lr_halve_every=100, lr_halve_every=100
+    )
     run(tmp_path, shards, cfg)
     recs = epochs(tmp_path / "run" / "metrics.jsonl")
     s1 = [r["loss"] for r in recs if r["stage"] == 1]
@@ -228,21 +233,58 @@ def test_user_errors(tmp_path, shards):
         train("nope", tmp_path, tmp_path / "out", progress=False, shards=shards)
 
 
-def test_presets():
+def test_presets_hold_the_reference_schedules():
     tiny = get_train_preset("tiny")
     assert tiny.pose_epochs + tiny.sdf_epochs <= 100 and tiny.num_workers == 0
     paper = get_train_preset("obman")
-    assert (paper.batch_size, paper.lr, paper.lr_halve_every, paper.sdf_epochs) == (
+    # reference pose_kpt: 100 epochs, halved at 40 and 80, b192; SDF stage: 1600 epochs,
+    # 64 x 4 GPUs, halved at 600 and 1200, own points through epoch 1200 (0-based)
+    assert (paper.pose_epochs, paper.pose_batch_size, paper.pose_lr_halve_every) == (100, 192, 40)
+    assert (paper.sdf_epochs, paper.batch_size, paper.lr, paper.lr_halve_every) == (
+        1600,
         256,
         1e-4,
         600,
-        1600,
     )
-    assert get_train_preset("k1") == get_train_preset("dexycb")
+    assert paper.own_points_epochs == 1201
+    halvings = [e for e in range(1, 1600) if lr_at(paper, 2, e) < lr_at(paper, 2, e - 1)]
+    assert halvings == [600, 1200]
+    assert [e for e in range(1, 100) if lr_at(paper, 1, e) < lr_at(paper, 1, e - 1)] == [40, 80]
+    assert get_train_preset("k1") == get_train_preset("dexycb") == paper
+    assert get_train_preset("dexycb-video").batch_size == 64  # 16 clips x 4 GPUs
+    with pytest.raises(KeyError, match="unknown preset"):
+        get_train_preset("nope")  # never another preset's schedule
+
+
+def test_scaled_schedule_keeps_its_proportions():
+    short = get_train_preset("obman").scaled(160)
+    assert (short.sdf_epochs, short.pose_epochs) == (160, 10)
+    assert (short.lr_halve_every, short.own_points_epochs, short.pose_lr_halve_every) == (
+        60,
+        120,
+        4,
+    )
+    assert get_train_preset("obman").scaled(160, pose_epochs=50).pose_lr_halve_every == 20
+
+
+def test_own_points_until_the_reference_epoch(tmp_path, shards):
+    seen = []
+
+    class Recording(StandInNet):
+        def loss(self, batch, out, stage, own_points=None):
+            seen.append((stage, own_points))
+            return super().loss(batch, out, stage)
+
+    cfg = dataclasses.replace(CFG, own_points_epochs=2)
+    train("tiny", tmp_path, tmp_path / "run", cfg, progress=False, build=Recording, shards=shards)
+    per_epoch = [seen[i] for i in range(0, len(seen), 4)]  # 4 steps per epoch
+    assert per_epoch == [(1, None), (1, None), (2, 64), (2, 64), (2, None)]
 
 
 def test_warmup_ramps_lr_at_the_start_of_each_stage(tmp_path, shards):
-    cfg = dataclasses.replace(CFG, pose_epochs=2, sdf_epochs=2, warmup_steps=6)
+    cfg = dataclasses.replace(
+        CFG, pose_epochs=2, sdf_epochs=2, warmup_steps=6, pose_lr_halve_every=9
+    )
     run(tmp_path, shards, cfg)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     steps = [r for r in map(json.loads, lines) if r["kind"] == "step"]

@@ -40,7 +40,8 @@ SCRIPT = textwrap.dedent(
             "sdf_hand": ((np.linalg.norm(cam - c_h, axis=1) - 0.04) / 0.12).astype(np.float32),
             "sdf_obj": ((np.linalg.norm(cam - c_o, axis=1) - 0.03) / 0.12).astype(np.float32),
         })
-    cfg = TrainConfig(pose_epochs=1, sdf_epochs=1, batch_size=2, lr=1e-3, n_hand=64, n_obj=64,
+    cfg = TrainConfig(pose_epochs=1, sdf_epochs=1, pose_batch_size=4, batch_size=4, lr=1e-3,
+                      n_hand=64, n_obj=64,
                       augment=False, num_workers=0, log_every=1)
     s = train("tiny", sys.argv[1], sys.argv[1] + "/run", cfg, progress=False,
               shards=InMemoryShards(samples))

@@ -12,7 +12,7 @@ from gsdf_model import __version__
 
 
 def _model_errors() -> tuple[type[BaseException], ...]:
-    from gsdf_model.train import UserError
+    from gsdf_model.runtime import UserError
 
     return (*data_errors(), UserError)
 
@@ -48,20 +48,21 @@ def main() -> None:
     "--points", default=2000, show_default=True, help="Query points per sample for FLOPs."
 )
 def describe_cmd(preset: str, points: int) -> None:
-    """Print a preset's architecture, parameter counts per part and FLOPs per sample."""
-    from gsdf_model.config import PRESETS, get_preset
+    """Print a preset's architecture, training schedule, parameter counts per part and FLOPs
+    per sample."""
+    from gsdf_model.config import PRESETS, get_preset, get_train_preset
     from gsdf_model.describe import describe
 
     if preset not in PRESETS:
         raise click.BadParameter(
             f"unknown preset; known: {', '.join(PRESETS)}", param_hint="--preset"
         )
-    click.echo(describe(get_preset(preset), n_points=points))
+    click.echo(describe(get_preset(preset), n_points=points, train=get_train_preset(preset)))
 
 
 def _user_errors():
     """Exceptions that mean the user asked for something wrong: one line, exit 1."""
-    from gsdf_model.train import UserError
+    from gsdf_model.runtime import UserError
 
     return (UserError, FileNotFoundError, NotADirectoryError)
 
@@ -77,12 +78,17 @@ def _user_errors():
 @click.option(
     "--epochs",
     type=click.IntRange(min=0),
-    help="SDF-stage epochs (the pose stage scales with it; 0: no SDF stage).",
+    help="SDF-stage epochs (the schedule and pose stage scale with it; 0: no SDF stage).",
 )
 @click.option(
     "--pose-epochs", type=click.IntRange(min=0), help="Pose-stage epochs (default: the preset's)."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per step per process.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Global SDF-stage batch, split over DDP processes.",
+)
+@click.option("--pose-batch-size", type=click.IntRange(min=1), help="Global pose-stage batch.")
 @click.option("--lr", type=_PositiveFloat(), help="Initial learning rate of each stage.")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, mps).")
@@ -103,6 +109,7 @@ def train_cmd(
     epochs,
     pose_epochs,
     batch_size,
+    pose_batch_size,
     lr,
     workers,
     device,
@@ -116,18 +123,20 @@ def train_cmd(
 
     from gsdf_data.cli.errors import writable_dir
     from gsdf_model.data import open_shards
-    from gsdf_model.train import get_train_preset, resolve_split, train
+    from gsdf_model.runtime import resolve_split, train_config_for
+    from gsdf_model.train import train
 
-    cfg = get_train_preset(preset)
-    changes = {"batch_size": batch_size, "lr": lr, "num_workers": workers, "amp": amp}
-    if epochs is not None:
-        changes["sdf_epochs"] = epochs
-        if pose_epochs is None:
-            pose_epochs = max(1, round(epochs * cfg.pose_epochs / max(cfg.sdf_epochs, 1)))
-            if epochs == 0:
-                pose_epochs = 0
-    changes["pose_epochs"] = pose_epochs
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    try:
+        cfg = train_config_for(preset)
+        if epochs is not None or pose_epochs is not None:
+            cfg = cfg.scaled(cfg.sdf_epochs if epochs is None else epochs, pose_epochs)
+        changes = {"batch_size": batch_size, "pose_batch_size": pose_batch_size, "lr": lr}
+        changes |= {"num_workers": workers, "amp": amp}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    except ValueError as err:  # a TrainConfig that fails its checks
+        raise click.ClickException(str(err)) from None
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
     if cfg.pose_epochs + cfg.sdf_epochs == 0:
         raise click.UsageError("--epochs 0 (and no --pose-epochs) leaves nothing to train")
     if cfg.sdf_epochs == 0:

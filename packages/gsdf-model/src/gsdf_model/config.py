@@ -5,6 +5,9 @@ paper's models (`obman`, `dexycb`, `dexycb-video`), the ablations of §4.4 (`k1`
 `ko1`…`ko3`, `v1`…`v4`, `single`, `symmetric`, `asymmetric`, all on DexYCB settings with
 the paper's ablation baseline K3 / Ko3 / V1 / asymmetric for the parts they do not vary)
 and `tiny` (same code paths, narrow widths, fast on a CPU).
+
+One registry entry (`Preset`) holds a network and the schedule it is trained on; asking for
+an unknown name is an error, never another preset's schedule.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class ModelConfig:
     mano_path: str | None = None
     n_ordinal_views: int = 20  # virtual views of the ordinal depth loss (plus the camera's)
     ordinal_weight: float = 1.0
-    root_depth_weight: float = 1.0
+    root_depth_weight: float = 1.0  # our wrist-depth head (the reference decodes at the GT wrist)
+    pose_obj_weight: float = 0.0  # object centre in stage 1 (reference: hand only, 0)
     # kinematic features (paper Tables 1 and 2)
     hand_kinematics: str = "k3"  # k1: x; k2: + x in the wrist frame; k3: + all 16 joint frames
     obj_kinematics: str = "ko3"  # ko1: x; ko2: + x - centre; ko3: + x - 21 joints, wrist frame
@@ -67,7 +71,7 @@ class ModelConfig:
     clamp: float = 0.05  # L1 on SDF clamped to ±clamp, network units
     hand_sdf_weight: float = 0.5
     obj_sdf_weight: float = 0.5
-    obj_pose_weight: float = 1.0
+    obj_pose_weight: float = 0.5  # stage-2 object centre (reference volume_weight)
     # images: float RGB in [0, 1] (or uint8); the network applies ImageNet mean/std itself
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -140,12 +144,115 @@ class ModelConfig:
         return cls(**kw)
 
 
-def _presets() -> dict[str, ModelConfig]:
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the network itself is the model configuration).
+
+    Two stages: the pose stage (stage 1) and the SDF stage (stage 2, hand pose frozen).
+    Batch sizes are global: under DDP each of the W processes takes batch / W samples.
+    `lr` restarts at each stage and halves every `pose_lr_halve_every` / `lr_halve_every`
+    epochs within it. `own_points_epochs`: for that many stage-2 epochs each SDF decoder's
+    loss sees only the points sampled around its own mesh, then all points. n_hand / n_obj:
+    SDF points per sample and mesh (half inside, half outside). warmup_steps: linear lr
+    warm-up at the start of each stage (0: none). amp: "auto" (bf16 if the GPU supports it,
+    else fp16; off on CPU), "bf16", "fp16" or "off".
+    """
+
+    pose_epochs: int = 100
+    sdf_epochs: int = 1600
+    pose_batch_size: int = 192
+    batch_size: int = 256
+    lr: float = 1e-4
+    pose_lr_halve_every: int = 40
+    lr_halve_every: int = 600
+    own_points_epochs: int = 1201
+    n_hand: int = 1000
+    n_obj: int = 1000
+    augment: bool = True
+    rotation_deg: float = 45.0
+    colour_jitter: float = 0.3
+    num_workers: int = 8
+    amp: str = "auto"
+    grad_clip: float = 0.0
+    warmup_steps: int = 0
+    seed: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.pose_epochs >= 0 and self.sdf_epochs >= 0, "epochs must be >= 0"),
+            (self.pose_batch_size >= 1 and self.batch_size >= 1, "batch sizes must be >= 1"),
+            (self.pose_lr_halve_every >= 1 and self.lr_halve_every >= 1, "halve_every >= 1"),
+            (self.amp in ("auto", "bf16", "fp16", "off"), f"amp {self.amp!r}"),
+        ]
+        bad = [what for ok, what in checks if not ok]
+        if bad:
+            raise ValueError("invalid train config: " + ", ".join(bad))
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def scaled(self, sdf_epochs: int, pose_epochs: int | None = None) -> TrainConfig:
+        """The same schedule stretched to other stage lengths: lr halvings and the epoch where
+        the decoders start to see all points keep their place relative to the stage's length;
+        the pose stage keeps its ratio to the SDF stage unless `pose_epochs` is given."""
+        r = sdf_epochs / max(self.sdf_epochs, 1)
+        if pose_epochs is None:  # at least one pose epoch, unless there is no SDF stage
+            pose_epochs = round(self.pose_epochs * r)
+            if sdf_epochs and self.pose_epochs:
+                pose_epochs = max(1, pose_epochs)
+        rp = pose_epochs / max(self.pose_epochs, 1)
+        return self.replace(
+            sdf_epochs=sdf_epochs,
+            pose_epochs=pose_epochs,
+            lr_halve_every=max(1, round(self.lr_halve_every * r)),
+            pose_lr_halve_every=max(1, round(self.pose_lr_halve_every * rp)),
+            own_points_epochs=round(self.own_points_epochs * r),
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registry entry: the network and the schedule that trains it."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+# The reference's schedules (zerchen/gSDF). Pose stage (`pose_kpt`, hand only): 100 epochs,
+# Adam 1e-4 halved at epochs 40 and 80, 32 images per GPU; its stage-2 configs load a
+# checkpoint named `..._b192`, i.e. 192 images per step, which we take. SDF stage: 1600
+# epochs, 64 per GPU x 4 GPUs = 256, halved at 600 and 1200, each decoder on its own
+# mesh's points through epoch 1200 (0-based). Video: 16 clips per GPU x 4 = 64.
+PAPER_SCHEDULE = TrainConfig()
+VIDEO_SCHEDULE = PAPER_SCHEDULE.replace(batch_size=64)
+# Minutes on a laptop CPU, same code paths: for the demo, the tests and smoke runs. Small
+# batches (more steps per epoch) and no rotation augmentation: a few hundred steps are all it
+# gets. The demo passes its own stage lengths.
+TINY_SCHEDULE = TrainConfig(
+    pose_epochs=5,
+    sdf_epochs=60,
+    pose_batch_size=4,
+    batch_size=4,
+    lr=1e-3,
+    pose_lr_halve_every=40,
+    lr_halve_every=40,
+    own_points_epochs=0,
+    n_hand=512,
+    n_obj=512,
+    augment=False,
+    num_workers=0,
+    log_every=10,
+)
+
+
+def _presets() -> dict[str, Preset]:
     # The image models use geometry-aligned local features (V2), as the reference's image
     # code does; the video model adds the spatio-temporal transformer (V4).
     obman = ModelConfig(name="obman", recon_scale=7.0, visual="v2")
     dexycb = ModelConfig(name="dexycb", recon_scale=6.2, visual="v2")
-    p = {
+    models = {
         "obman": obman,
         "dexycb": dexycb,
         "dexycb-video": dexycb.replace(name="dexycb-video", visual="v4", n_frames=3),
@@ -154,14 +261,14 @@ def _presets() -> dict[str, ModelConfig]:
     # baseline K3 + Ko3 + V1 + asymmetric (Tables 1, 2 and 4 use V1; Table 3 varies V).
     base = dexycb.replace(visual="v1")
     for k in HAND_KINEMATICS:
-        p[k] = base.replace(name=k, hand_kinematics=k)
+        models[k] = base.replace(name=k, hand_kinematics=k)
     for k in OBJ_KINEMATICS:
-        p[k] = base.replace(name=k, obj_kinematics=k)
+        models[k] = base.replace(name=k, obj_kinematics=k)
     for v in VISUAL_VARIANTS:
-        p[v] = base.replace(name=v, visual=v, n_frames=3 if v == "v4" else 1)
+        models[v] = base.replace(name=v, visual=v, n_frames=3 if v == "v4" else 1)
     for s in BACKBONE_STRATEGIES:
-        p[s] = base.replace(name=s, backbone=s)
-    p["tiny"] = ModelConfig(
+        models[s] = base.replace(name=s, backbone=s)
+    models["tiny"] = ModelConfig(
         name="tiny",
         recon_scale=7.0,
         backbone_width=8,
@@ -178,16 +285,31 @@ def _presets() -> dict[str, ModelConfig]:
         decoder_width=128,
         decoder_dropout=0.0,
     )
-    return p
+
+    def schedule(m: ModelConfig) -> TrainConfig:
+        if m.name == "tiny":
+            return TINY_SCHEDULE
+        return VIDEO_SCHEDULE if m.is_video else PAPER_SCHEDULE
+
+    return {name: Preset(name, m, schedule(m)) for name, m in models.items()}
 
 
-PRESETS: dict[str, ModelConfig] = _presets()
+PRESETS: dict[str, Preset] = _presets()
+
+
+def _entry(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
 def get_preset(name: str, **overrides) -> ModelConfig:
-    """The named preset, optionally with some fields replaced."""
-    try:
-        cfg = PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+    """The named preset's network, optionally with some fields replaced."""
+    cfg = _entry(name).model
     return cfg.replace(**overrides) if overrides else cfg
+
+
+def get_train_preset(name: str) -> TrainConfig:
+    """The named preset's training schedule (a KeyError for an unknown name)."""
+    return _entry(name).train

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from gsdf_model.config import ModelConfig
+from gsdf_model.config import ModelConfig, TrainConfig
 from gsdf_model.network import GSDFNet
 
 
@@ -88,8 +88,37 @@ def count_flops(cfg: ModelConfig, n_points: int = 2000) -> dict[str, int]:
     }
 
 
-def describe(cfg: ModelConfig, n_points: int = 2000) -> str:
-    """Human-readable summary: configuration, module tree (depth 2), parameters, FLOPs."""
+def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
+    """The training schedule in words, with the numbers it uses."""
+
+    def halvings(every: int, epochs: int) -> str:
+        at = list(range(every, epochs, every))
+        return f"halved at epochs {', '.join(map(str, at))}" if at else "constant"
+
+    obj = "hand only" if cfg.pose_obj_weight == 0 else f"+ object centre x{cfg.pose_obj_weight}"
+    own = min(t.own_points_epochs, t.sdf_epochs)
+    aug = (
+        f"rotation ±{t.rotation_deg:g}°, colour jitter {t.colour_jitter:g}" if t.augment else "off"
+    )
+    return [
+        "schedule (global batches, split over DDP processes; lr restarts at each stage):",
+        f"  stage 1 pose: {t.pose_epochs} epochs, batch {t.pose_batch_size}, Adam lr {t.lr:g} "
+        f"{halvings(t.pose_lr_halve_every, t.pose_epochs)}; {obj}: joint MSE (m) + "
+        f"{cfg.ordinal_weight:g} x ordinal ({cfg.n_ordinal_views} views + camera axis) + "
+        f"{cfg.root_depth_weight:g} x wrist depth",
+        f"  stage 2 SDF:  {t.sdf_epochs} epochs, batch {t.batch_size}, Adam lr {t.lr:g} "
+        f"{halvings(t.lr_halve_every, t.sdf_epochs)}; {cfg.obj_pose_weight:g} x object centre "
+        f"+ {cfg.hand_sdf_weight:g} x L1 hand SDF + {cfg.obj_sdf_weight:g} x L1 object SDF "
+        f"(clamp {cfg.clamp:g}), each decoder on its own mesh's points for the first {own} "
+        "epochs",
+        f"  points per sample: {t.n_hand} hand + {t.n_obj} object (half inside, half "
+        f"outside); augmentation: {aug}",
+    ]
+
+
+def describe(cfg: ModelConfig, n_points: int = 2000, train: TrainConfig | None = None) -> str:
+    """Human-readable summary: configuration, training schedule (when given), module tree
+    (depth 2), parameters, FLOPs."""
     net = GSDFNet(cfg, ik=_identity_ik)
     counts = parameter_counts(net)
     flops = count_flops(cfg, n_points)
@@ -102,8 +131,10 @@ def describe(cfg: ModelConfig, n_points: int = 2000) -> str:
         f"{cfg.feature_size}×{cfg.feature_size}×{cfg.visual_dim}, decoders {cfg.decoder_layers}"
         f"×{cfg.decoder_width}, recon_scale {cfg.recon_scale}, clamp {cfg.clamp}",
         "",
-        "modules:",
     ]
+    if train is not None:
+        lines += [*schedule_lines(train, cfg), ""]
+    lines += ["modules:"]
     for name, mod in net.named_children():
         lines.append(f"  {name}: {type(mod).__name__}")
         for sub, child in mod.named_children():

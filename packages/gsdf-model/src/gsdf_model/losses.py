@@ -1,10 +1,13 @@
-"""Training losses (paper §3.5), all computed in the network's units.
+"""Training losses (paper §3.5) in the reference's forms and units.
 
-Lengths are scaled by recon_scale/2 before any loss, so pose and SDF terms share units.
-Stage 1: L_hp (mean squared joint error) + L2 on the object centre + ordinal depth loss over
-the camera axis and n_ordinal_views random views + L1 on the predicted wrist depth.
-Stage 2: L_op + 0.5·L_hsdf + 0.5·L_osdf, SDF terms L1 between predictions and ground truth
-clamped to ±clamp (see clamped_l1).
+Stage 1 (hand pose): per-coordinate mean squared joint error in metres + the ordinal depth
+loss (joint pairs and bone pairs, camera axis + n_ordinal_views random views) + our
+wrist-depth term (MSE, metres; the reference decodes at the GT wrist and has no such head).
+The object centre is learned in stage 2 (the reference's ObMan/DexYCB pose stage is hand
+only); `pose_obj_weight` > 0 adds it to stage 1.
+Stage 2: 0.5·L_op (per-coordinate MSE of the object centre, metres) + 0.5·L_hsdf + 0.5·L_osdf,
+the SDF terms L1 between predictions and ground truth clamped to ±clamp in network units
+(see clamped_l1), each decoder on its own mesh's points while `own_points` is given.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import torch
 from torch import Tensor
 
 from gsdf_model.config import ModelConfig
-from gsdf_model.pose import ordinal_loss, sample_view_directions
+from gsdf_model.pose import ordinal_loss, sample_ordinal_pairs, sample_view_directions
+
+
+def mse(pred: Tensor, gt: Tensor) -> Tensor:
+    """Mean over every coordinate of (pred − gt)², as torch.nn.MSELoss."""
+    return (pred.float() - gt.to(pred).float()).pow(2).mean()
 
 
 def stage1_loss(
@@ -23,16 +31,18 @@ def stage1_loss(
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Pose-stage loss terms; 'total' is their weighted sum."""
-    s = cfg.recon_scale / 2.0
-    gt_j, pred_j = batch["joints"].to(out["joints"]) * s, out["joints"] * s
-    joints = ((pred_j - gt_j) ** 2).sum(-1).mean()
-    obj = (
-        ((out["obj_center"] - batch["obj_center"].to(out["obj_center"])) * s).pow(2).sum(-1).mean()
+    joints = mse(out["joints"], batch["joints"])
+    obj = mse(out["obj_center"], batch["obj_center"])
+    views = sample_view_directions(cfg.n_ordinal_views, out["joints"].device, generator)
+    jp, bp = sample_ordinal_pairs(out["joints"].shape[1], generator)
+    ordinal = ordinal_loss(out["joints"], batch["joints"].to(out["joints"]), views, jp, bp)
+    root = mse(out["root_depth"], batch["joints"][:, 0, 2])
+    total = (
+        joints
+        + cfg.pose_obj_weight * obj
+        + cfg.ordinal_weight * ordinal
+        + cfg.root_depth_weight * root
     )
-    views = sample_view_directions(cfg.n_ordinal_views, pred_j.device, generator)
-    ordinal = ordinal_loss(pred_j, gt_j, views)
-    root = ((out["root_depth"] - batch["joints"][:, 0, 2].to(out["root_depth"])) * s).abs().mean()
-    total = joints + obj + cfg.ordinal_weight * ordinal + cfg.root_depth_weight * root
     return {
         "total": total,
         "joints": joints,
@@ -42,13 +52,17 @@ def stage1_loss(
     }
 
 
-def clamped_l1(pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig) -> Tensor:
-    """Mean |clamp(pred) − clamp(gt)| in network units; pred_net (B,N) network units, gt metres.
+def clamped_l1(
+    pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig, mask: Tensor | None = None
+) -> Tensor:
+    """Mean |clamp(pred) − clamp(gt)| in network units over the points where `mask` (B,N)
+    holds (all when None); pred_net (B,N) network units, gt (B,N) metres.
 
-    The value is DeepSDF's. Its gradient is not, in one case: a prediction beyond the clamp
-    on the wrong side of the surface (sign opposite to the target's). There the plain clamp
-    has zero gradient, so a decoder that starts out saturated (say every output > +clamp)
-    would never learn its inside points; we pass the gradient straight through instead.
+    The value is DeepSDF's (and the reference's). Its gradient is not, in one case: a
+    prediction beyond the clamp on the wrong side of the surface (sign opposite to the
+    target's). There the plain clamp has zero gradient, so a decoder that starts out
+    saturated (say every output > +clamp) would never learn its inside points; we pass the
+    gradient straight through instead.
     """
     c = cfg.clamp
     gt = (gt_metres.float() * (cfg.recon_scale / 2.0)).clamp(-c, c)
@@ -56,16 +70,32 @@ def clamped_l1(pred_net: Tensor, gt_metres: Tensor, cfg: ModelConfig) -> Tensor:
     clamped = pred.clamp(-c, c)
     stuck = (pred.abs() > c) & (pred * gt < 0)
     clamped = torch.where(stuck, clamped + (pred - pred.detach()), clamped)
-    return (clamped - gt).abs().mean()
+    err = (clamped - gt).abs()
+    return err.mean() if mask is None else (err * mask).sum() / mask.sum().clamp_min(1)
 
 
 def stage2_loss(
-    cfg: ModelConfig, batch: dict[str, Tensor], out: dict[str, Tensor]
+    cfg: ModelConfig,
+    batch: dict[str, Tensor],
+    out: dict[str, Tensor],
+    own_points: int | None = None,
 ) -> dict[str, Tensor]:
-    """Shape-stage loss terms: L_op + 0.5·L_hsdf + 0.5·L_osdf."""
-    s = cfg.recon_scale / 2.0
-    op = ((out["obj_center"] - batch["obj_center"].to(out["obj_center"])) * s).pow(2).sum(-1).mean()
-    hsdf = clamped_l1(out["sdf_hand_net"], batch["sdf_hand"], cfg)
-    osdf = clamped_l1(out["sdf_obj_net"], batch["sdf_obj"], cfg)
+    """Shape-stage loss terms: 0.5·L_op + 0.5·L_hsdf + 0.5·L_osdf (reference weights).
+
+    own_points: when given, the first `own_points` SDF points of each sample were drawn
+    around the hand and the rest around the object; the hand decoder's loss then uses only
+    the former and the object decoder's only the latter (the reference's first 1201 epochs).
+    """
+    op = mse(out["obj_center"], batch["obj_center"])
+    mask_h = mask_o = None
+    if own_points is not None:
+        n = out["sdf_hand_net"].shape[1]
+        hand = (torch.arange(n, device=out["sdf_hand_net"].device) < own_points).float()
+        mask_h, mask_o = (
+            hand.expand(out["sdf_hand_net"].shape),
+            (1 - hand).expand(out["sdf_obj_net"].shape),
+        )
+    hsdf = clamped_l1(out["sdf_hand_net"], batch["sdf_hand"], cfg, mask_h)
+    osdf = clamped_l1(out["sdf_obj_net"], batch["sdf_obj"], cfg, mask_o)
     total = cfg.obj_pose_weight * op + cfg.hand_sdf_weight * hsdf + cfg.obj_sdf_weight * osdf
     return {"total": total, "obj_pose": op, "hand_sdf": hsdf, "obj_sdf": osdf}

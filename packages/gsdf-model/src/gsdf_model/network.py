@@ -278,9 +278,14 @@ class GSDFNet(nn.Module):
         }
 
     def loss(
-        self, batch: dict[str, Tensor], out: dict[str, Tensor], stage: int = 2
+        self,
+        batch: dict[str, Tensor],
+        out: dict[str, Tensor],
+        stage: int = 2,
+        own_points: int | None = None,
     ) -> dict[str, Tensor]:
-        """Loss terms and their weighted 'total' (see gsdf_model.losses)."""
+        """Loss terms and their weighted 'total' (see gsdf_model.losses). own_points (stage 2):
+        how many leading SDF points belong to the hand (each decoder on its own mesh's)."""
         if stage == 1:
             return losses.stage1_loss(self.cfg, batch, out)
-        return losses.stage2_loss(self.cfg, batch, out)
+        return losses.stage2_loss(self.cfg, batch, out, own_points)

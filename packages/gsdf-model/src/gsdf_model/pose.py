@@ -132,18 +132,51 @@ def sample_view_directions(
     return views.to(device)
 
 
-def ordinal_loss(pred: Tensor, gt: Tensor, views: Tensor) -> Tensor:
-    """Ordinal depth loss (paper eq. 7) over all joint pairs and virtual views.
+# Parent of each of the 21 keypoints (paper order); bone k joins keypoint k to its parent.
+KEYPOINT_PARENTS = (0, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
 
-    pred, gt: (B,J,3); views: (V,3) unit vectors. For every pair (i<j) and view n whose
-    predicted depth order along n differs from the ground truth's, add |(ψ_i − ψ_j)·n|.
-    Mean over batch, pairs and views; zero when every order agrees.
+
+def sample_ordinal_pairs(
+    n_joints: int = 21, generator: torch.Generator | None = None, fraction: float = 1 / 3
+) -> tuple[Tensor, Tensor]:
+    """Random subsets of joint pairs (P, 2) and bone pairs (Q, 2), each its own `fraction`
+    of all i < j pairs (the reference draws a third of each, anew every step)."""
+
+    def some(n: int) -> Tensor:
+        pairs = torch.combinations(torch.arange(n), 2)
+        keep = torch.randperm(len(pairs), generator=generator)[: int(len(pairs) * fraction)]
+        return pairs[keep]
+
+    return some(n_joints), some(n_joints - 1)
+
+
+def ordinal_loss(
+    pred: Tensor, gt: Tensor, views: Tensor, joint_pairs: Tensor, bone_pairs: Tensor
+) -> Tensor:
+    """Ordinal depth loss in the reference's form (paper eq. 7 plus its bone-pair term).
+
+    pred, gt: (B,21,3) metres; views: (V,3) unit vectors; joint_pairs (P,2), bone_pairs
+    (Q,2) indices (see `sample_ordinal_pairs`). Joint term: for each pair (i, j) and view n,
+    log(1 + relu(−sign((g_i − g_j)·n) · (p_i − p_j)·n)), mean over batch, pairs and views.
+    Bone term (bones b_k = joint k+1 − its parent): relu(−sign((gb_i × gb_j)·n) ·
+    (pb_i × pb_j)·n), same mean, no log. Zero when every order agrees.
     """
-    i, j = torch.triu_indices(pred.shape[1], pred.shape[1], offset=1, device=pred.device)
     # float32 even under autocast: in bf16 the depth order of joints a few mm apart flips
     with torch.autocast(pred.device.type, enabled=False):
         pred, gt = pred.float(), gt.float()
         views = views.to(pred)
-        dp = (pred[:, i] - pred[:, j]) @ views.T  # (B, pairs, V)
-        dg = (gt[:, i] - gt[:, j]) @ views.T
-        return F.relu(-torch.sign(dg) * dp).mean()
+        jp, bp = joint_pairs.to(pred.device), bone_pairs.to(pred.device)
+
+        def joint_term(x: Tensor) -> Tensor:
+            return (x[:, jp[:, 0]] - x[:, jp[:, 1]]) @ views.T  # (B, P, V)
+
+        def bone_term(x: Tensor) -> Tensor:
+            bones = (x - x[:, list(KEYPOINT_PARENTS)])[:, 1:]
+            return torch.cross(bones[:, bp[:, 0]], bones[:, bp[:, 1]], dim=-1) @ views.T
+
+        def mean(x: Tensor) -> Tensor:  # 0 for a term without pairs
+            return x.sum() / max(x.numel(), 1)
+
+        joints = mean(torch.log1p(F.relu(-torch.sign(joint_term(gt)) * joint_term(pred))))
+        bones = mean(F.relu(-torch.sign(bone_term(gt)) * bone_term(pred)))
+        return joints + bones

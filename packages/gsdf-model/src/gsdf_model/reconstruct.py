@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
-from gsdf_model.train import (
+from gsdf_model.runtime import (
     UserError,
     load_checkpoint_file,
     loader_options,
