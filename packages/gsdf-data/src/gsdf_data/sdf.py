@@ -19,7 +19,12 @@ Owns the SDF backends:
     its side agrees with the first ray, that answer stands (one ray instead of three; a hole
     or a flipped face makes the two disagree, and the rays decide). On a closed,
     consistently outward-oriented mesh (every edge used once in each direction, positive
-    volume: e.g. a MANO hand closed at the wrist) the pseudo-normal is exact: no ray is cast.
+    volume: e.g. a MANO hand closed at the wrist) of one part, or of parts with disjoint
+    bounding boxes, the pseudo-normal is exact: no ray is cast. Closed parts that touch,
+    interpenetrate or nest hide one another from it (a point inside a mug's body is nearest
+    to its handle's buried surface); there the sign is the winding number, summed over layers
+    of parts that cannot (:func:`sign_layers`), one pseudo-normal query each. A single part
+    that intersects itself is not covered: use ``"winding"``.
   * ``"parity"``: one ray; exact on closed meshes, wrong behind every hole of an open one.
   * ``"pseudonormal"``: side of the angle-weighted pseudo-normal of the closest feature
     (face, edge or vertex; Baerentzen & Aanaes 2005); exact on closed manifold meshes, one
@@ -115,6 +120,82 @@ def _volume(verts: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6.0)
 
 
+def closed_parts(faces: np.ndarray) -> tuple[np.ndarray, int]:
+    """Edge-connected parts of a mesh: (F,) part label of each face and the number of parts.
+    Faces sharing an edge (by vertex index) are in the same part; on a closed mesh each part
+    is itself a closed surface."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f = np.asarray(faces, dtype=np.int64)
+    a, b = f, np.roll(f, -1, axis=1)
+    n = int(f.max()) + 1
+    key = (np.minimum(a, b) * n + np.maximum(a, b)).ravel()
+    order = np.argsort(key, kind="stable")
+    same = np.nonzero(key[order][1:] == key[order][:-1])[0]
+    i, j = order[same] // 3, order[same + 1] // 3
+    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(len(f), len(f)))
+    count, labels = connected_components(graph, directed=False)
+    return labels, int(count)
+
+
+def sign_layers(verts: np.ndarray, faces: np.ndarray, margin: float = 1e-6) -> list | None:
+    """How to sign a closed mesh made of several closed parts exactly.
+
+    The closest feature's pseudo-normal gives the side of the part that feature belongs to.
+    That is the mesh's side when no part can be nearer to a point than the part containing
+    it: true for one part, and for outward parts whose bounding boxes are disjoint (a point
+    inside part B is nearer to B's surface than to B's box, hence than to any part outside
+    that box). Parts that touch, interpenetrate or nest break it: a point inside the body of
+    a mug lies nearer to the handle's buried surface, whose normal points away from the
+    handle. So the parts are split into layers of the same orientation with pairwise
+    disjoint boxes (greedy, largest box first); within a layer the pseudo-normal is exact,
+    and the winding number is the sum over layers of +-1 per layer whose inside holds the
+    point. Parts enclosing no volume (back-to-back duplicated faces) add nothing.
+
+    Returns None when one outward layer holds every face (the whole mesh's pseudo-normal is
+    exact), else a list of (orientation +1/-1, face indices, part box lows (K,3), part box
+    highs (K,3)). margin: boxes closer than this fraction of the mesh's size count as
+    overlapping (touching parts share a plane).
+    """
+    v = np.asarray(verts, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    labels, count = closed_parts(f)
+    if count == 1:
+        return None
+    t = v[f]
+    vol = np.bincount(labels, np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])), count)
+    lo = np.full((count, 3), np.inf)
+    hi = np.full((count, 3), -np.inf)
+    for k in range(3):
+        np.minimum.at(lo[:, k], labels, t[:, :, k].min(axis=1))
+        np.maximum.at(hi[:, k], labels, t[:, :, k].max(axis=1))
+    size = float((v.max(axis=0) - v.min(axis=0)).max())
+    lo -= margin * size
+    hi += margin * size
+    # a part's volume below ~1e-9 of the mesh's box encloses nothing: duplicated sheets
+    solid = np.abs(vol) / 6.0 > 1e-9 * size**3
+    layers: list[tuple[int, list[int]]] = []
+    for p in np.argsort(-np.prod(hi - lo, axis=1), kind="stable"):
+        if not solid[p]:
+            continue
+        s = 1 if vol[p] > 0 else -1
+        for ls, members in layers:
+            m = np.asarray(members)
+            if ls == s and not np.any(np.all((lo[m] <= hi[p]) & (lo[p] <= hi[m]), axis=1)):
+                members.append(p)
+                break
+        else:
+            layers.append((s, [p]))
+    if len(layers) == 1 and layers[0][0] == 1 and solid.all():
+        return None
+    out = []
+    for s, members in layers:
+        m = np.asarray(members)
+        out.append((s, np.nonzero(np.isin(labels, m))[0], lo[m], hi[m]))
+    return out
+
+
 def _vote_directions(n: int) -> np.ndarray:
     """(n,3) fixed, well spread unit directions (Fibonacci sphere, slightly rotated so that no
     direction is axis-aligned: axis-aligned rays graze the faces of boxes)."""
@@ -179,9 +260,20 @@ class MeshSDF:
         self._v = self.verts if self.local else self._local(self.verts)
         self._lo = self._v.min(axis=0)
         self._hi = self._v.max(axis=0)
-        # closed and outward: the closest feature's pseudo-normal is the exact sign
+        # closed and outward: the closest feature's pseudo-normal is the exact sign when the
+        # parts cannot hide one another (see sign_layers); else one pseudo-normal BVH per layer
         closed = is_closed(self.faces) and _volume(self._v, self.faces) > 0
-        self._pn = self.sign == "pseudonormal" or (self.sign == "vote" and closed)
+        self._layers = None
+        if self.sign == "vote" and closed:
+            layers = sign_layers(self._v, self.faces)
+            if layers is not None:
+                self._layers = [
+                    (s, BVH.build(self._v, self.faces[f], pseudonormal_sign=True), lo, hi)
+                    for s, f, lo, hi in layers
+                ]
+        self._pn = self.sign == "pseudonormal" or (
+            self.sign == "vote" and closed and self._layers is None
+        )
         # open: the pseudo-normal still votes, beside the first ray (see _parity_vote)
         self._pn_votes = self.sign == "vote" and not closed and self.distance_engine == "bvh"
         self._bvh = None
@@ -189,7 +281,7 @@ class MeshSDF:
             signs = self._pn or self._pn_votes
             self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=signs)
         self._scene = None
-        if self.distance_engine == "open3d" or not self._pn:
+        if self.distance_engine == "open3d" or not (self._pn or self._layers):
             self._scene = o3d.t.geometry.RaycastingScene()
             self._scene.add_triangles(
                 o3d.core.Tensor(self._v.astype(np.float32)),
@@ -265,6 +357,8 @@ class MeshSDF:
             _, _, pn, sure = self._bvh.query(points)
         if self._pn:
             return pn
+        if self._layers is not None:
+            return self._layer_inside(points)
         if self.sign == "winding":
             return winding_number(self._v, self.faces, points) > 0.5
         out = np.zeros(len(points), dtype=bool)
@@ -282,6 +376,22 @@ class MeshSDF:
         else:
             out[idx] = self._parity_vote(q, self.n_rays)
         return out
+
+    def _layer_inside(self, points: np.ndarray) -> np.ndarray:
+        """Winding number of a closed mesh from its sign layers: each layer's pseudo-normal is
+        exact for the points in its parts' boxes (outside them the layer's winding is 0)."""
+        wind = np.zeros(len(points), dtype=np.int64)
+        for s, bvh, lo, hi in self._layers:
+            near = np.zeros(len(points), dtype=bool)
+            for k in range(len(lo)):
+                near |= np.all((points >= lo[k]) & (points <= hi[k]), axis=1)
+            idx = np.nonzero(near)[0]
+            if len(idx):
+                # the pseudo-normal's "inside" is the side its normals point away from: for an
+                # inward layer (a cavity's wall) that is outside the region it encloses
+                behind = bvh.query(points[idx])[2]
+                wind[idx] += behind if s > 0 else -(~behind).astype(np.int64)
+        return wind > 0
 
     def _odd(self, q: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """(len(q), len(dirs)) parity of the crossings along each ray."""
