@@ -21,7 +21,10 @@ def load_mesh(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise MeshError(f"{path}: no such file")
+        # the cause marks the drop as one a rerun may fix (gsdf_data.prepare.drop_kind)
+        raise MeshError(f"{path}: no such file") from FileNotFoundError(
+            2, "no such file", str(path)
+        )
     try:
         mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
     except Exception as e:  # trimesh raises many types on a bad file

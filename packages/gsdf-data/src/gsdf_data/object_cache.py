@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +59,15 @@ class ObjectCache:
 
         path = Path(path)
         if not path.is_file():
-            raise MeshError(f"{path}: no such file")
+            # the cause marks the drop as one a rerun may fix (gsdf_data.prepare.drop_kind)
+            missing = FileNotFoundError(2, "no such file", str(path))
+            raise MeshError(f"{path}: no such file") from missing
         entry = Path(self.root) / f"{self.key(path)}.npz"
         try:
             with np.load(entry) as z:
                 return CachedObject(z["verts"], z["faces"], str(z["reject"]))
-        except (OSError, ValueError, KeyError):
-            pass  # no entry yet, or a damaged one: (re)built below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # no entry yet, or a damaged one (truncated zip...): (re)built below
         mesh = load_mesh(path)
         obj = CachedObject(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64))
         if self.filter is not None:

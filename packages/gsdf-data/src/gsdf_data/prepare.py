@@ -17,7 +17,14 @@ Work is cut into shards by position in the task sequence (task t goes to shard
   shards whose record exists and matches the configuration (resume);
 - bad samples (unreadable or empty mesh, non-finite values, filter rejects, too few inside
   points) are left out and listed with their reason in ``bad_samples.json``;
-  ``strict=True`` raises :class:`BadSampleError` at the first one instead.
+  ``strict=True`` raises :class:`BadSampleError` at the first one instead;
+- a sample dropped for a reason that can change (a missing file, an I/O error) is marked
+  ``"retry": true`` and its shard is redone on the next run; content drops are final;
+- a resume trusts a finished shard only when its size and checksum match its record, and
+  removes the temporaries that a killed run left for the shards it redoes;
+- the run fails fast (:class:`PrepareError`, before the progress bar) when the first
+  samples it tries all fail for one cause outside the data (a wrong object root, an SDF
+  backend that cannot run), and fails without writing a manifest when it keeps nothing.
 """
 
 from __future__ import annotations
@@ -142,15 +149,19 @@ class PrepareReport:
     n_shards: int
     shards_written: list[str] = field(default_factory=list)
     shards_skipped: list[str] = field(default_factory=list)
+    shards_redone: list[str] = field(default_factory=list)
     n_written: int = 0
     bad: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
+        redone = f", {len(self.shards_redone)} redone" if self.shards_redone else ""
+        retry = sum(1 for b in self.bad if b.get("retry"))
+        again = f"; {retry} may load on a rerun (missing file, I/O error)" if retry else ""
         return (
             f"{self.n_written} samples in {len(self.shards_written)} new shards "
-            f"({len(self.shards_skipped)} already done, {len(self.bad)} bad samples) "
-            f"in {self.seconds:.1f} s -> {self.out_dir}"
+            f"({len(self.shards_skipped)} already done{redone}, {len(self.bad)} bad samples"
+            f"{again}) in {self.seconds:.1f} s -> {self.out_dir}"
         )
 
 
@@ -235,8 +246,23 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     }
 
 
+def drop_kind(exc: BaseException) -> str:
+    """Why a sample failed, for what to do next: ``"retry"`` when an OSError (a missing file,
+    an I/O error) is in its cause chain, so a rerun may succeed; ``"setup"`` when it is not one
+    of the content errors (ValueError family) — a backend or environment problem; else
+    ``"content"``: the sample itself is bad and stays dropped."""
+    e: BaseException | None = exc
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError):
+            return "retry"
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return "content" if isinstance(exc, ValueError) else "setup"
+
+
 def _process(task, index: int, config: PrepareConfig) -> tuple:
-    """Worker body: ("ok", index, sample) or ("bad", index, sample_id, reason)."""
+    """Worker body: ("ok", index, sample) or ("bad", index, sample_id, reason, kind)."""
     sid = _task_id(task, index)
     try:
         from gsdf_data.shards import encode_sample
@@ -251,7 +277,7 @@ def _process(task, index: int, config: PrepareConfig) -> tuple:
         raise
     except Exception as e:  # any failure of one sample is that sample's problem
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return ("bad", index, sid, msg)
+        return ("bad", index, sid, msg, drop_kind(e))
 
 
 def parse_shard_spec(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -282,7 +308,53 @@ def _done(out: Path, j: int, digest: str) -> dict | None:
         r = json.loads(rec.read_text())
     except ValueError:
         return None
-    return r if r.get("config_digest") == digest else None
+    return r if isinstance(r, dict) and r.get("config_digest") == digest else None
+
+
+def _redo_reason(out: Path, record: dict) -> str:
+    """Why a recorded shard must be prepared again ("" when it can be kept): its file does not
+    match the record (truncated, replaced, damaged) or it dropped samples that may load now."""
+    from gsdf_data.shards import verify_checksums
+
+    path = out / str(record.get("file"))
+    if path.stat().st_size != record.get("bytes"):
+        return "damaged"
+    if verify_checksums(out, [record]):
+        return "damaged"
+    if any(b.get("retry") for b in record.get("bad", [])):
+        return "retry"
+    return ""
+
+
+def _clean_temporaries(out: Path, shards: list[int]) -> None:
+    """Remove what a killed run left half-written for ``shards`` (only these: concurrent
+    ``--shard k/n`` jobs write the others)."""
+    for j in shards:
+        for p in out.glob(f".shard-{j:05d}.*.tmp-*"):
+            p.unlink(missing_ok=True)
+
+
+def _preflight(tasks: Sequence, indices: list[int], config: PrepareConfig, probes: int = 4):
+    """Fail fast, before the progress bar, when the first samples tried (spread over the run)
+    all fail the same way for a cause outside the data. One sample when it loads."""
+    picks = list(
+        dict.fromkeys(indices[q * (len(indices) - 1) // (probes - 1)] for q in range(probes))
+    )
+    first = None
+    for i in picks:
+        res = _process(tasks[i], i, config)
+        if res[0] == "ok" or res[4] == "content":
+            return
+        key = res[3].split(":", 1)[0]
+        if first is None:
+            first = (res, key)
+        elif key != first[1]:
+            return
+    res = first[0]
+    raise PrepareError(
+        f"every sample tried fails the same way ({len(picks)} of {len(indices)}, spread over "
+        f"the run), a setup problem rather than bad data: {res[3]}; nothing was prepared"
+    )
 
 
 def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: int) -> dict:
@@ -348,6 +420,7 @@ def prepare_pairs(
         config = PrepareConfig.from_dict(config)
     if backend not in ("loky", "dask"):
         raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")
+    _check_config(config)
     tasks: Sequence = tasks if isinstance(tasks, Sequence) else list(tasks)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,11 +439,18 @@ def prepare_pairs(
     report = PrepareReport(str(out), len(tasks), n_shards)
     todo = []
     for j in mine:
-        if _done(out, j, digest) is not None:
-            report.shards_skipped.append(shard_name(j))
-        else:
+        record = _done(out, j, digest)
+        if record is None:
             todo.append(j)
+        elif _redo_reason(out, record):
+            todo.append(j)
+            report.shards_redone.append(shard_name(j))
+        else:
+            report.shards_skipped.append(shard_name(j))
+    _clean_temporaries(out, todo)
     indices = [t for j in todo for t in range(j * size, min((j + 1) * size, len(tasks)))]
+    if indices and not strict:
+        _preflight(tasks, indices, config)
 
     results = _run(tasks, indices, config, jobs, backend, scheduler)
     bar = None
@@ -386,6 +466,8 @@ def prepare_pairs(
             j = idx // size
             if res[0] == "bad":
                 bad = {"sample_id": res[2], "task_index": idx, "reason": res[3]}
+                if res[4] == "retry":
+                    bad["retry"] = True
                 if strict:
                     raise BadSampleError(res[2], res[3])
                 pending[j].append(("bad", idx, bad))
@@ -428,11 +510,44 @@ def prepare_pairs(
         close = getattr(results, "close", None)
         if close is not None:
             close()
+    _refuse_empty(out, digest, n_shards, len(tasks))
     _rebuild_manifest(out, config, n_shards, len(tasks))
     report.seconds = time.perf_counter() - t0
     if progress:
         print(report.summary(), flush=True)
     return report
+
+
+def _check_config(config: PrepareConfig) -> None:
+    """PrepareError for a configuration that cannot give one usable sample."""
+    n, side = int(config.sampling.n), int(config.sampling.min_per_side)
+    if n < 1 or n < 2 * side:
+        raise PrepareError(
+            f"{n} points per pair cannot hold {side} inside and {side} outside points per mesh"
+        )
+    if int(config.shard_size) < 1:
+        raise PrepareError(f"shard size must be at least 1, got {config.shard_size}")
+
+
+def _refuse_empty(out: Path, digest: str, n_shards: int, n_tasks: int) -> None:
+    """PrepareError when the set (every shard recorded so far) holds no sample: then there is
+    no manifest to mistake for a result, only bad_samples.json to say why."""
+    from collections import Counter
+
+    from gsdf_data.shards import atomic_write_text
+
+    records = [r for j in range(n_shards) if (r := _done(out, j, digest)) is not None]
+    if not records or sum(int(r.get("n_samples", 0)) for r in records):
+        return
+    bad = [b for r in records for b in r.get("bad", [])]
+    atomic_write_text(out / BAD_REPORT, json.dumps(bad, indent=1) + "\n")
+    (out / "manifest.json").unlink(missing_ok=True)
+    top = Counter(str(b.get("reason", "")).split(":", 1)[0] for b in bad).most_common(2)
+    why = ", ".join(f"{n} x {r}" for r, n in top)
+    raise PrepareError(
+        f"kept none of the {len(bad)} samples tried ({why}; each in {out / BAD_REPORT}); "
+        "no manifest written"
+    )
 
 
 def _run(tasks: Sequence, indices: list[int], config, jobs, backend, scheduler):

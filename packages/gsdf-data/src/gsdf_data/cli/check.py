@@ -6,7 +6,12 @@ import click
 @click.command("check")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--quick", is_flag=True, help="Skip the per-sample SDF sign statistics.")
-@click.option("--min-per-side", type=int, default=None, help="Override the manifest's quota.")
+@click.option(
+    "--min-per-side",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Override the manifest's quota.",
+)
 def check(directory, quick, min_per_side):
     """Verify the shards in DIRECTORY: manifest, checksums, counts, schema, NaNs, SDF signs.
 

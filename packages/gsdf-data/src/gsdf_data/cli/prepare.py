@@ -12,14 +12,18 @@ def _common(f):
     """Options every prepare subcommand shares (applied bottom-up)."""
     options = [
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Shard dir."),
-        click.option("--jobs", default=1, show_default=True, help="Worker processes."),
+        click.option(
+            "--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Processes."
+        ),
         click.option("--shard", default=None, help="Only shards j with j % n == k ('k/n')."),
         click.option(
             "--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True
         ),
         click.option("--scheduler", default=None, help="Dask scheduler address (--backend dask)."),
         click.option("--strict", is_flag=True, help="Stop at the first bad sample."),
-        click.option("--limit", type=int, default=None, help="Only the first N samples."),
+        click.option(
+            "--limit", type=click.IntRange(min=1), default=None, help="Only the first N samples."
+        ),
         click.option(
             "--sdf-backend",
             type=click.Choice(["auto", "open3d", "mesh-to-sdf"]),
@@ -34,8 +38,20 @@ def _common(f):
             "as the reference).",
         ),
         click.option("--seed", default=0, show_default=True, help="SDF sampling seed."),
-        click.option("--points", default=40000, show_default=True, help="SDF points per pair."),
-        click.option("--shard-size", default=128, show_default=True, help="Samples per shard."),
+        click.option(
+            "--points",
+            type=click.IntRange(min=1),
+            default=40000,
+            show_default=True,
+            help="SDF points per pair.",
+        ),
+        click.option(
+            "--shard-size",
+            type=click.IntRange(min=1),
+            default=128,
+            show_default=True,
+            help="Samples per shard.",
+        ),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -57,10 +73,14 @@ def _config(sdf_backend, use_filter, seed, shard_size, points):
 
 
 def _settings(kw, default_filter=False):
-    """The run's PrepareConfig and the object cache (<out>/objects) the readers share."""
+    """The run's PrepareConfig and the object cache (<out>/objects) the readers share; the
+    output folder is checked first, before any dataset is read."""
     from pathlib import Path
 
+    from gsdf_data.cli.errors import writable_dir
     from gsdf_data.object_cache import ObjectCache
+
+    writable_dir(kw["out"])
 
     use_filter = default_filter if kw["use_filter"] is None else kw["use_filter"]
     config = _config(kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"])

@@ -6,7 +6,14 @@ import click
 @click.command("sample")
 @click.argument("mesh", type=click.Path(dir_okay=False))
 @click.argument("object_mesh", required=False, type=click.Path(dir_okay=False))
-@click.option("--points", "n_points", default=40000, show_default=True, help="Points to sample.")
+@click.option(
+    "--points",
+    "n_points",
+    type=click.IntRange(min=1),
+    default=40000,
+    show_default=True,
+    help="Points to sample.",
+)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
 @click.option(
     "--sdf-backend",
@@ -22,7 +29,11 @@ import click
     help="Inside test of the open3d backend.",
 )
 @click.option(
-    "--min-per-side", default=500, show_default=True, help="Inside/outside points per mesh."
+    "--min-per-side",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Inside/outside points per mesh.",
 )
 @click.option("--seed", default=0, show_default=True)
 def sample(mesh, object_mesh, n_points, out, sdf_backend, sign, min_per_side, seed):
@@ -37,8 +48,11 @@ def sample(mesh, object_mesh, n_points, out, sdf_backend, sign, min_per_side, se
 
     import numpy as np
 
+    from gsdf_data.cli.errors import writable_file
     from gsdf_data.meshes import MeshError, load_mesh
     from gsdf_data.sampling import SamplingConfig, SamplingError, sample_points
+
+    writable_file(out)  # before the sampling, not after it
 
     try:
         meshes = [load_mesh(mesh)] + ([load_mesh(object_mesh)] if object_mesh else [])

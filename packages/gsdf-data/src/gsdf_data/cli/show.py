@@ -11,8 +11,10 @@ import click
 def show(directory, index, out, n_points):
     """Draw sample INDEX of the shards in DIRECTORY to OUT: the image with the near-surface
     points projected onto it, and the points coloured by their SDF to the hand and object."""
+    from gsdf_data.cli.errors import writable_file
     from gsdf_data.shards import ShardSet
 
+    writable_file(out)
     try:
         ss = ShardSet(directory)
         sample = ss[index]

@@ -59,6 +59,9 @@ def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, job
         raise click.ClickException(str(e)) from None
     t0 = time.perf_counter()
     if preview:
+        from gsdf_data.cli.errors import writable_file
+
+        writable_file(preview, "--preview")
         from gsdf_data.datasets.synth import preview as make_preview
 
         path = make_preview(SynthConfig(**{**cfg.__dict__, "seq_len": 1}), preview, n=samples)
@@ -66,6 +69,9 @@ def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, job
         return
     if not out:
         raise click.ClickException("give --out (or --preview)")
+    from gsdf_data.cli.errors import writable_dir
+
+    writable_dir(out)
     if shards:
         from gsdf_data.datasets.synth import write_shards
 

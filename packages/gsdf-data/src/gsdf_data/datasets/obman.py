@@ -48,9 +48,14 @@ SHAPENET_PREFIX = "ShapeNetCore.v2"
 
 
 def read_meta(path: str | Path) -> dict:
-    """One ObMan meta pickle (a Python 2 pickle of numpy arrays) as a dict."""
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """One ObMan meta pickle (a Python 2 pickle of numpy arrays) as a dict. Only arrays and
+    plain values are built (`gsdf_data.safe_pickle`): a meta file cannot run code."""
+    from gsdf_data import safe_pickle
+
+    meta = safe_pickle.load(path)
+    if not isinstance(meta, dict):
+        raise pickle.UnpicklingError(f"holds a {type(meta).__name__}, not a dict")
+    return meta
 
 
 def list_ids(root: str | Path, split: str) -> list[int]:
@@ -181,20 +186,23 @@ class ObManTask:
         )
 
 
-def check_hand_model(tasks: list[ObManTask]) -> None:
-    """Raise ValueError (one line) when the first sample's `verts_3d` does not fit the hand
-    model of the tasks (e.g. the real ObMan read without --mano)."""
-    if not tasks:
+def check_hand_model(tasks: list[ObManTask], tries: int = 20) -> None:
+    """Raise ValueError (one line) when the first readable sample's `verts_3d` does not fit
+    the hand model of the tasks (e.g. the real ObMan read without --mano). Unreadable meta
+    files are skipped here (up to `tries`): each is one bad sample, reported by its worker."""
+    for task in tasks[:tries]:
+        try:
+            n = len(read_meta(task.meta_path)["verts_3d"])
+        except Exception:  # a damaged sample is that sample's problem, not the run's
+            continue
+        hand = task.hand.load()
+        if n != int(hand.num_vertices):
+            what = "the procedural hand" if task.hand.mano is None else "the given MANO"
+            raise ValueError(
+                f"{task.meta_path}: verts_3d has {n} vertices, {what} has "
+                f"{int(hand.num_vertices)}; pass the hand model the data was made with (--mano)"
+            )
         return
-    meta = read_meta(tasks[0].meta_path)
-    hand = tasks[0].hand.load()
-    n = len(meta["verts_3d"])
-    if n != int(hand.num_vertices):
-        what = "the procedural hand" if tasks[0].hand.mano is None else "the given MANO"
-        raise ValueError(
-            f"{tasks[0].meta_path}: verts_3d has {n} vertices, {what} has "
-            f"{int(hand.num_vertices)}; pass the hand model the data was made with (--mano)"
-        )
 
 
 def obman_tasks(

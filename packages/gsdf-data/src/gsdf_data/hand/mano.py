@@ -4,7 +4,9 @@ The file is a Python 2 pickle holding chumpy objects and a scipy sparse `J_regre
 custom unpickler maps every chumpy class to a stub that keeps the pickled state and then
 recovers the array from it (`x` for `Ch`, `a[idxs]` for `Select`, else the first array in the
 state); scipy sparse matrices are rebuilt from their pickled (data, indices, indptr) so old
-module paths and attribute names do not matter. No chumpy module is ever imported.
+module paths and attribute names do not matter. No chumpy module is ever imported, and no
+class other than these, NumPy's and builtin values is resolved: a file from anywhere
+cannot run code on load (`gsdf_data.safe_pickle`).
 
 Left hands: `side="left"` mirrors the right model across x = 0 (vertices, blend shapes,
 PCA space; faces re-wound to stay outward; see `base.mirror_arrays`). A MANO_LEFT.pkl
@@ -13,8 +15,6 @@ passed as the right hand is refused; pass the right file with side="left" instea
 
 from __future__ import annotations
 
-import importlib
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from gsdf_data.hand.base import HandModel, mirror_arrays
 from gsdf_data.hand.kinematics import PARENTS
+from gsdf_data.safe_pickle import SafeUnpickler
 
 # Fingertip vertex ids (thumb, index, middle, ring, little) per dataset convention.
 TIP_IDS = {"obman": (744, 333, 443, 554, 672), "dexycb": (745, 317, 444, 556, 673)}
@@ -94,20 +95,17 @@ def _to_array(v) -> np.ndarray:
     return np.asarray(v)
 
 
-class _MANOUnpickler(pickle.Unpickler):
+class _MANOUnpickler(SafeUnpickler):
+    """What a MANO file holds, and nothing else: chumpy objects (as stand-ins), scipy sparse
+    matrices (as stand-ins), NumPy arrays and builtin values. No other class is resolved, so
+    a file from anywhere cannot run code on load."""
+
     def find_class(self, module: str, name: str):
         if module == "chumpy" or module.startswith("chumpy."):
             return _ChumpyStub
         if module.startswith("scipy.sparse") and name.endswith(("_matrix", "_array")):
             # old pickles may lack a "format" entry: the class name carries it
             return type(name, (_SparseStub,), {"default_format": name[:3]})
-        if module.startswith("numpy.core"):
-            # numpy >= 2 renamed numpy.core to numpy._core (the old name warns)
-            new = "numpy._core" + module[len("numpy.core") :]
-            try:
-                return getattr(importlib.import_module(new), name)
-            except (ImportError, AttributeError):
-                pass
         return super().find_class(module, name)
 
 
