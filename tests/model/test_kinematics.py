@@ -10,8 +10,10 @@ from gsdf_data.hand import PARENTS as HAND_PARENTS
 from gsdf_model.kinematics import (
     MANO_TO_KEYPOINT,
     HandIK,
+    fk_origins,
     from_frames,
     hand_features,
+    hand_model_id,
     obj_features,
     to_frames,
 )
@@ -120,8 +122,10 @@ def test_bones_are_rigid_in_ik_joint_frames():
         transl=torch.randn(b, 3, generator=g) * 0.1,
     )
     kp = out.keypoints
-    R = HandIK()(kp)
+    R, origins = HandIK()(kp)
     assert R.shape == (b, 16, 3, 3)
+    # a pose of the model itself: FK on the rest bones lands on its joints (about the wrist)
+    torch.testing.assert_close(origins, out.joints - out.joints[:, :1], atol=1e-5, rtol=0)
     t = kp[:, list(MANO_TO_KEYPOINT)]
     torch.testing.assert_close(t, out.joints, atol=1e-5, rtol=0)
     for j in range(16):
@@ -134,3 +138,41 @@ def test_bones_are_rigid_in_ik_joint_frames():
                 torch.testing.assert_close(local, bone_rest.expand(b, 3), atol=2e-3, rtol=0)
             else:
                 torch.testing.assert_close(local, bone_rest.expand(b, 3), atol=1e-4, rtol=0)
+
+
+def test_frames_use_rest_bones_not_predicted_ones():
+    """Stretch the keypoints about the wrist (bones 30 % too long): the IK rotations stay, the
+    FK origins keep the rest bone lengths (reference: predicted bone lengths unused)."""
+    hand = load_hand(None)
+    g = torch.Generator().manual_seed(4)
+    out = hand(global_orient=torch.randn(2, 3, generator=g),
+               finger_pose=torch.randn(2, 45, generator=g) * 0.3)  # fmt: skip
+    kp = out.keypoints
+    R, o = HandIK()(kp)
+    R2, o2 = HandIK()(kp[:, :1] + 1.3 * (kp - kp[:, :1]))
+    torch.testing.assert_close(R2, R, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o2, o, atol=1e-5, rtol=0)
+    # FK by hand along one chain: index MCP (1) → PIP (2) → DIP (3)
+    J = hand.joints_template
+    e = o[:, 1] + (R[:, 1] @ (J[2] - J[1]))
+    torch.testing.assert_close(o[:, 2], e, atol=1e-6, rtol=0)
+    torch.testing.assert_close(o[:, 3], e + R[:, 2] @ (J[3] - J[2]), atol=1e-6, rtol=0)
+
+
+def test_fk_origins_by_hand():
+    # one joint turned 90° about z: its child's bone (+x) now points along +y
+    J = torch.zeros(16, 3)
+    J[1], J[2] = torch.tensor([1.0, 0, 0]), torch.tensor([2.0, 0, 0])
+    R = torch.eye(3).repeat(1, 16, 1, 1)
+    R[0, 1] = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    o = fk_origins(R, J)
+    torch.testing.assert_close(o[0, 1], torch.tensor([1.0, 0, 0]))
+    torch.testing.assert_close(o[0, 2], torch.tensor([1.0, 1, 0]))
+
+
+def test_hand_model_id(tmp_path):
+    assert hand_model_id(None) == "procedural"
+    (tmp_path / "a.pkl").write_bytes(b"one")
+    (tmp_path / "b.pkl").write_bytes(b"two")
+    assert hand_model_id(tmp_path / "a.pkl").startswith("mano:")
+    assert hand_model_id(tmp_path / "a.pkl") != hand_model_id(tmp_path / "b.pkl")

@@ -10,7 +10,8 @@ from gsdf_model.network import GSDFNet
 
 
 def identity_ik(keypoints):
-    return torch.eye(3, dtype=keypoints.dtype).expand(keypoints.shape[0], 16, 3, 3).clone()
+    b = keypoints.shape[0]
+    return torch.eye(3).expand(b, 16, 3, 3).clone(), torch.zeros(b, 16, 3)
 
 
 def tiny(**kw):
@@ -202,6 +203,16 @@ def test_real_ik_drives_the_joint_frames():
     torch.testing.assert_close(
         R @ R.transpose(-1, -2), torch.eye(3).expand_as(R), atol=1e-5, rtol=0
     )
+    # origins: FK on the procedural hand's rest bones, rooted at the given wrist
+    from gsdf_data.hand import PARENTS, load_hand
+
+    rest = load_hand(None).joints_template
+    o = state.origins[0]
+    assert o[0].abs().max() == 0
+    for j in range(1, 16):
+        p = PARENTS[j]
+        rest_len = (rest[j] - rest[p]).norm()
+        assert (o[j] - o[p]).norm().item() == pytest.approx(rest_len.item(), rel=1e-4)
     assert torch.isfinite(h).all() and torch.isfinite(o).all()
 
 
@@ -274,14 +285,16 @@ def test_freeze_pose_drops_the_stage1_gradients():
 
 
 def test_decoder_inputs_are_the_kinematic_features_in_the_network_frame():
-    """Capture what the decoders see: e_h slot j is R_jᵀ(x − ψ_j)·s/2 with ψ_j the keypoint on
-    MANO joint j; e_o carries x − c and x − each joint, all about the wrist."""
-    from gsdf_model.kinematics import MANO_TO_KEYPOINT
-
-    rot = torch.linalg.qr(torch.randn(1, 16, 3, 3, generator=torch.Generator().manual_seed(5)))[0]
+    """Capture what the decoders see: e_h slot j is R_jᵀ(x − w − o_j)·s/2 with o_j joint j's
+    FK origin about the SDF frame's wrist w (not the predicted keypoint); e_o carries x − c,
+    x − each predicted joint and x in the wrist frame (origin w), all about w."""
+    g = torch.Generator().manual_seed(5)
+    rot = torch.linalg.qr(torch.randn(1, 16, 3, 3, generator=g))[0]
     rot = rot * torch.sign(torch.linalg.det(rot))[..., None, None]
+    org = torch.randn(1, 16, 3, generator=g) * 0.05
+    org[:, 0] = 0
     net = tiny(visual="v2").eval()
-    net.ik = lambda kp: rot.expand(kp.shape[0], -1, -1, -1)
+    net.ik = lambda kp: (rot.expand(kp.shape[0], -1, -1, -1), org.expand(kp.shape[0], -1, -1))
     batch = example_batch(net.cfg, 1, 7)
     seen = {}
     net.hand_decoder.register_forward_hook(lambda m, i, o: seen.__setitem__("h", i[0]))
@@ -295,12 +308,11 @@ def test_decoder_inputs_are_the_kinematic_features_in_the_network_frame():
     e_h, e_o = seen["h"][0, :, lat:], seen["o"][0, :, lat:]
     torch.testing.assert_close(e_h[:, :3], (x - wrist) * s)
     for j in range(16):
-        psi = state.joints[0, MANO_TO_KEYPOINT[j]]
-        expected = ((x - psi) @ rot[0, j]) * s  # rows: (R_jᵀ d)ᵀ = dᵀ R_j
+        expected = ((x - wrist - org[0, j]) @ rot[0, j]) * s  # rows: (R_jᵀ d)ᵀ = dᵀ R_j
         torch.testing.assert_close(e_h[:, 3 + 3 * j : 6 + 3 * j], expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(e_o[:, 3:6], (x - state.obj_center[0]) * s, atol=1e-6, rtol=1e-5)
     for k in range(21):
         got = e_o[:, 6 + 3 * k : 9 + 3 * k]
         torch.testing.assert_close(got, (x - state.joints[0, k]) * s, atol=1e-6, rtol=1e-5)
-    xow = ((x - state.joints[0, 0]) @ rot[0, 0]) * s
+    xow = ((x - wrist) @ rot[0, 0]) * s
     torch.testing.assert_close(e_o[:, 69:72], xow, atol=1e-5, rtol=1e-4)

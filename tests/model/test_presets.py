@@ -12,7 +12,8 @@ from gsdf_model.network import GSDFNet
 
 
 def identity_ik(keypoints):
-    return torch.eye(3, dtype=keypoints.dtype).expand(keypoints.shape[0], 16, 3, 3).clone()
+    b = keypoints.shape[0]
+    return torch.eye(3).expand(b, 16, 3, 3).clone(), torch.zeros(b, 16, 3)
 
 
 EXPECTED = {"obman", "dexycb", "dexycb-video", "tiny"} | {

@@ -318,3 +318,23 @@ def test_backbone_weights_load_into_the_real_network(tmp_path, shards):
     with pytest.raises(UserError, match="cannot load backbone weights"):
         train("tiny", tmp_path, tmp_path / "r3", one, progress=False, shards=shards,
               backbone_weights=tmp_path / "bad.pth")  # fmt: skip
+
+
+def test_checkpoint_records_its_hand_model_and_refuses_another(tmp_path, shards):
+    from gsdf_model.config import get_preset
+
+    one = dataclasses.replace(CFG, pose_epochs=1, sdf_epochs=0)
+    run(tmp_path, shards, one)
+    ckpt = load_checkpoint_file(tmp_path / "run")
+    assert ckpt["hand_model"] == "procedural"
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(b"stand-in for a MANO file")
+    mano_cfg = get_preset("tiny", mano_path=str(tmp_path / "MANO_RIGHT.pkl"))
+    longer = dataclasses.replace(one, pose_epochs=2)
+    with pytest.raises(UserError, match="trained on hand model procedural"):
+        train("tiny", tmp_path, tmp_path / "run", longer, model_cfg=mano_cfg, progress=False,
+              build=StandInNet, shards=shards)  # fmt: skip
+    with pytest.raises(UserError, match="pass the same MANO file"):
+        model_from_checkpoint(ckpt, build=StandInNet, mano_path=tmp_path / "MANO_RIGHT.pkl")
+    with pytest.raises(UserError, match="no MANO file"):
+        train("tiny", tmp_path, tmp_path / "r2", one, model_cfg=get_preset("tiny", mano_path="x"),
+              progress=False, build=StandInNet, shards=shards)  # fmt: skip

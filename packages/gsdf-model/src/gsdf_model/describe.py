@@ -14,10 +14,13 @@ from gsdf_model.config import ModelConfig, TrainConfig
 from gsdf_model.network import GSDFNet
 
 
-def _identity_ik(keypoints: Tensor) -> Tensor:
-    return torch.eye(3, dtype=keypoints.dtype, device=keypoints.device).expand(
-        keypoints.shape[0], 16, 3, 3
-    )
+def _identity_ik(keypoints: Tensor) -> tuple[Tensor, Tensor]:
+    """Joint frames without the hand model: identity rotations, origins at the keypoints."""
+    from gsdf_model.kinematics import MANO_TO_KEYPOINT
+
+    eye = torch.eye(3, dtype=keypoints.dtype, device=keypoints.device)
+    origins = keypoints[:, list(MANO_TO_KEYPOINT)] - keypoints[:, :1]
+    return eye.expand(keypoints.shape[0], 16, 3, 3), origins
 
 
 def n_params(module: nn.Module, trainable_only: bool = False) -> int:

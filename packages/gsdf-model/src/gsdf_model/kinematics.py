@@ -1,9 +1,11 @@
 """Kinematic features of query points (paper §3.2): hand K1/K2/K3, object Ko1/Ko2/Ko3.
 
-Joint frames come from inverse kinematics on the 21 predicted keypoints (the hand module's
-IK, `gsdf_data.hand`): joint i of MANO's 16-joint tree has the global rotation R_i from IK
-and its origin t_i at the keypoint that sits on that joint, so G_i = [R_i | t_i] and a point
-in joint i's frame is G_i⁻¹·x = R_iᵀ(x − t_i) (paper eq. 2).
+Joint frames (paper eq. 2, as the reference builds them): inverse kinematics on the 21
+predicted keypoints gives each joint i of MANO's 16-joint tree its global rotation R_i;
+forward kinematics of those rotations on the hand model's rest bone lengths (MANO's mean
+shape with `--mano`, else the procedural hand), rooted at the wrist that anchors the SDF
+frame, gives its origin t_i. The predicted bone lengths are not used. G_i = [R_i | t_i] and
+a point in joint i's frame is G_i⁻¹·x = R_iᵀ(x − t_i).
 
 Everything here works in the network frame ((x − wrist) · recon_scale / 2): the maps are
 rigid, so expressing a scaled point in a joint frame equals scaling the expressed point.
@@ -19,11 +21,44 @@ from torch import Tensor
 MANO_TO_KEYPOINT = (0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3)
 
 
-class HandIK:
-    """Keypoints (B,21,3) → global joint rotations (B,16,3,3), through `gsdf_data.hand`.
+# MANO's kinematic tree (design.md): parent of each of the 16 joints.
+MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 
-    The hand model (procedural by default, or MANO from `mano_path`) is loaded on first use.
-    No gradient flows through IK: its input is the frozen pose branch's prediction.
+
+def hand_model_id(mano_path: str | None) -> str:
+    """Which hand model's rest bones the joint frames use: "procedural", or "mano:" and the
+    SHA-256 of the MANO file (checkpoints record it; a run never resumes on another hand)."""
+    if mano_path is None:
+        return "procedural"
+    import hashlib
+    from pathlib import Path
+
+    return "mano:" + hashlib.sha256(Path(mano_path).read_bytes()).hexdigest()
+
+
+def fk_origins(global_rotmats: Tensor, rest_joints: Tensor) -> Tensor:
+    """Joint origins (B,16,3) of forward kinematics rooted at 0: each joint sits at its
+    parent's origin plus the parent's global rotation applied to the rest bone between them.
+
+    global_rotmats: (B,16,3,3); rest_joints: (16,3) rest-pose joint positions (only their
+    differences, the bones, matter).
+    """
+    b = global_rotmats.shape[0]
+    origins = [torch.zeros(b, 3, dtype=global_rotmats.dtype, device=global_rotmats.device)]
+    for j in range(1, 16):
+        p = MANO_PARENTS[j]
+        bone = (rest_joints[j] - rest_joints[p]).to(global_rotmats)
+        origins.append(origins[p] + global_rotmats[:, p] @ bone)
+    return torch.stack(origins, 1)
+
+
+class HandIK:
+    """Keypoints (B,21,3) → joint frames: global rotations (B,16,3,3) from IK, origins
+    (B,16,3) from FK of those rotations on the rest bones, relative to the wrist (metres).
+
+    The hand model (procedural by default, or MANO from `mano_path`, mean shape) is loaded
+    on first use. No gradient flows through IK: its input is the frozen pose branch's
+    prediction.
     """
 
     def __init__(self, mano_path: str | None = None) -> None:
@@ -31,7 +66,7 @@ class HandIK:
         self._hand = None
 
     @torch.compiler.disable  # float64 IK with per-level loops: nothing to gain from compiling
-    def __call__(self, keypoints: Tensor) -> Tensor:
+    def __call__(self, keypoints: Tensor) -> tuple[Tensor, Tensor]:
         if self._hand is None:
             from gsdf_data.hand import load_hand
 
@@ -40,12 +75,8 @@ class HandIK:
             self._hand = self._hand.to(keypoints.device)
         with torch.no_grad(), torch.autocast(keypoints.device.type, enabled=False):
             rot = self._hand.ik(keypoints.detach().float()).global_rotmats
-        return rot.to(keypoints)
-
-
-def joint_frames(keypoints: Tensor, global_rotmats: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotations (B,16,3,3) and origins (B,16,3) of MANO's joint frames."""
-    return global_rotmats, keypoints[:, list(MANO_TO_KEYPOINT)]
+            origins = fk_origins(rot, self._hand.joints_template)
+        return rot.to(keypoints), origins.to(keypoints)
 
 
 def to_frames(x: Tensor, R: Tensor, t: Tensor) -> Tensor:

@@ -24,11 +24,13 @@ from gsdf_model import losses
 from gsdf_model.backbone import ResNet
 from gsdf_model.config import ModelConfig
 from gsdf_model.decoder import SDFDecoder
-from gsdf_model.kinematics import HandIK, hand_features, joint_frames, obj_features
+from gsdf_model.kinematics import HandIK, hand_features, obj_features
 from gsdf_model.pose import HeatmapHead, RootDepthHead, voxels_to_camera
 from gsdf_model.visual import VisualEncoder
 
-IKFn = Callable[[Tensor], Tensor]  # keypoints (B,21,3) → global joint rotations (B,16,3,3)
+# keypoints (B,21,3) → joint frames: global rotations (B,16,3,3), origins (B,16,3) about the
+# wrist (metres); see kinematics.HandIK
+IKFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 def backbone_roles(strategy: str) -> dict[str, str]:
@@ -45,8 +47,9 @@ class EncodedState:
     """Per-image quantities that SDF queries need (all camera frame, metres).
 
     K (B,3,3); wrist (B,3) origin of the network frame; joints (B,21,3) predicted keypoints;
-    obj_center (B,3) predicted; rotmats (B,16,3,3) global joint rotations from IK;
-    visual: the visual encoder's output (global vector or 16×16 map).
+    obj_center (B,3) predicted; rotmats (B,16,3,3) global joint rotations from IK; origins
+    (B,16,3) joint positions of FK on the rest bones, relative to `wrist`; visual: the
+    visual encoder's output (global vector or 16×16 map).
     """
 
     K: Tensor
@@ -54,6 +57,7 @@ class EncodedState:
     joints: Tensor
     obj_center: Tensor
     rotmats: Tensor
+    origins: Tensor
     visual: Tensor
 
 
@@ -186,14 +190,15 @@ class GSDFNet(nn.Module):
     ) -> EncodedState:
         joints = pose["joints"].detach()  # the SDF branch treats the hand pose as an input
         wrist = joints[:, 0] if wrist is None else wrist.to(joints)
-        rotmats = self.ik(joints).to(joints)
+        rotmats, origins = self.ik(joints)
         f = feats[self.roles["sdf"]]
         return EncodedState(
             K=K,
             wrist=wrist,
             joints=joints,
             obj_center=pose["obj_center"],
-            rotmats=rotmats,
+            rotmats=rotmats.to(joints),
+            origins=origins.to(joints),
             visual=self.visual.encode(f),
         )
 
@@ -223,7 +228,8 @@ class GSDFNet(nn.Module):
             x = (points.float() - w) * s
             joints = (state.joints.float() - w) * s
             center = (state.obj_center.float() - w[:, 0]) * s
-            R, t = joint_frames(joints, state.rotmats.float())
+            # joint frames rooted at the SDF frame's wrist (the network frame's origin)
+            R, t = state.rotmats.float(), state.origins.float() * s
             e_h = hand_features(x, R, t, self.cfg.hand_kinematics)
             e_o = obj_features(x, center, joints, R[:, 0], t[:, 0], self.cfg.obj_kinematics)
         e_v = self.visual.point_features(state.visual, points, state.K)

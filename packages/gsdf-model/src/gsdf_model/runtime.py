@@ -202,11 +202,36 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[st
     return ckpt
 
 
+def hand_of(model_cfg: Any) -> str:
+    """The hand model id (kinematics.hand_model_id) a configuration's joint frames use; a
+    UserError when its MANO file is missing."""
+    from gsdf_model.kinematics import hand_model_id
+
+    path = getattr(model_cfg, "mano_path", None)
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"no MANO file at {str(path)!r} (pass --mano PATH to MANO_RIGHT.pkl)")
+    return hand_model_id(path)
+
+
 def model_from_checkpoint(
-    ckpt: dict[str, Any], build: Callable[[Any], nn.Module] | None = None
+    ckpt: dict[str, Any],
+    build: Callable[[Any], nn.Module] | None = None,
+    mano_path: str | Path | None = None,
 ) -> tuple[nn.Module, Any]:
-    """(network with the checkpoint's weights, its configuration), on CPU, in eval mode."""
+    """(network with the checkpoint's weights, its configuration), on CPU, in eval mode.
+
+    mano_path: where the MANO file the checkpoint was trained with lives on this machine
+    (default: the path recorded at training); it must be the same file (same SHA-256).
+    """
     cfg = config_from_dict(ckpt["model_preset"], ckpt["model_config"])
+    if mano_path is not None:
+        cfg = cfg.replace(mano_path=str(mano_path))
+    trained_on = ckpt.get("hand_model", "procedural")
+    if hand_of(cfg) != trained_on:
+        raise UserError(
+            f"the checkpoint was trained on hand model {trained_on}, not {hand_of(cfg)}: "
+            "pass the same MANO file with --mano"
+        )
     net = (build or build_model)(cfg)
     net.load_state_dict(ckpt["model"])
     net.eval()

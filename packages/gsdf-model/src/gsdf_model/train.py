@@ -43,6 +43,7 @@ from gsdf_model.runtime import (
     amp_dtype,
     build_model,
     config_to_dict,
+    hand_of,
     load_checkpoint_file,
     loader_options,
     model_config_for,
@@ -80,6 +81,7 @@ class Run:
     progress: bool
     resume_from: dict[str, Any] | None
     start_epoch: int
+    hand_model: str
     summary: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     seconds: float = 0.0
@@ -110,6 +112,7 @@ class Run:
             "stage": stage,
             "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "hand_model": self.hand_model,
         }
 
 
@@ -178,10 +181,17 @@ def setup_run(
     )
 
     out = Path(out)
+    hand = hand_of(model_cfg)
     torch.manual_seed(cfg.seed)
     net = (build or build_model)(model_cfg)
     ckpt = load_checkpoint_file(out / "last.pt") if resume and (out / "last.pt").is_file() else None
     if ckpt is not None:
+        if ckpt.get("hand_model", "procedural") != hand:
+            raise UserError(
+                f"{str(out / 'last.pt')!r} was trained on hand model "
+                f"{ckpt.get('hand_model', 'procedural')}, this run asks for {hand}: pass the "
+                "same --mano file, or --restart"
+            )
         net.load_state_dict(ckpt["model"])
     elif backbone_weights is not None:
         _load_backbones(net, backbone_weights)
@@ -213,6 +223,7 @@ def setup_run(
         progress=progress,
         resume_from=ckpt,
         start_epoch=start,
+        hand_model=hand,
     )
     if ckpt is not None and ckpt.get("scaler") and run.scaler.is_enabled():
         run.scaler.load_state_dict(ckpt["scaler"])
