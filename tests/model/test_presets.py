@@ -111,6 +111,34 @@ def test_transformer_sizes():
     assert len(v4.spatial) + len(v4.temporal) == 16
     assert v4.spatial[0].attn.heads == 4 and v4.norm.normalized_shape == (256,)
     assert GSDFNet(get_preset("v1"), ik=identity_ik).visual.transformer is None
+    # reference feed-forward width 1024 in every layer
+    assert {layer.mlp[0].out_features for layer in [*v4.spatial, *v4.temporal]} == {1024}
+
+
+def test_v1_is_the_reference_global_branch():
+    """V1: 1x1 conv 512→512 + BN + ReLU on the backbone's 8x8 map, average pooling, Linear to
+    256, the same vector for every point; recomputed here from the layers' weights."""
+    net = GSDFNet(get_preset("v1"), ik=identity_ik).eval()
+    vis = net.visual
+    conv, bn = vis.neck[0], vis.neck[1]
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (512, 512, (1, 1))
+    assert (vis.proj.in_features, vis.proj.out_features) == (512, 256)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 2.0)
+        f = torch.randn(2, 1, 512, 8, 8)
+        enc = vis.encode(f)
+        w = conv.weight[:, :, 0, 0]
+        y = torch.einsum("oc,bchw->bohw", w, f[:, 0]) + conv.bias[None, :, None, None]
+        y = (y - bn.running_mean[None, :, None, None]) / torch.sqrt(
+            bn.running_var[None, :, None, None] + bn.eps
+        ) * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+        torch.testing.assert_close(enc, y.clamp_min(0).mean(dim=(2, 3)), atol=1e-5, rtol=1e-4)
+        pts = torch.randn(2, 5, 3) + torch.tensor([0, 0, 1.0])
+        e = vis.point_features(enc, pts, torch.eye(3).expand(2, 3, 3))
+        torch.testing.assert_close(
+            e, (enc @ vis.proj.weight.T + vis.proj.bias)[:, None].expand(-1, 5, -1)
+        )
 
 
 def test_describe_counts_flops_of_the_decoders():

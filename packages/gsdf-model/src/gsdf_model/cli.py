@@ -96,7 +96,11 @@ def _user_errors():
     "--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
 )
 @click.option("--resume/--restart", default=True, show_default=True, help="Continue RUN/last.pt.")
-@click.option("--backbone-weights", type=click.Path(), help="torchvision ResNet-18 state dict.")
+@click.option(
+    "--backbone-weights",
+    help="imagenet (torchvision's, fetched once into torch's hub cache), none (random), or a "
+    "ResNet-18 state-dict file. Default: the preset's (imagenet for the paper's presets).",
+)
 @click.option(
     "--allow-partial",
     is_flag=True,

@@ -57,6 +57,7 @@ class ModelConfig:
     visual_add_feats: bool = True  # append depth and view direction to sampled features
     transformer_dim: int = 256
     transformer_heads: int = 4
+    transformer_ffn: int = 1024  # feed-forward width of each layer (reference: 1024)
     spatial_layers: int = 8
     temporal_layers: int = 8  # used only by v4
     # SDF decoders (DeepSDF)
@@ -155,7 +156,9 @@ class TrainConfig:
     loss sees only the points sampled around its own mesh, then all points. n_hand / n_obj:
     SDF points per sample and mesh (half inside, half outside). warmup_steps: linear lr
     warm-up at the start of each stage (0: none). amp: "auto" (bf16 if the GPU supports it,
-    else fp16; off on CPU), "bf16", "fp16" or "off".
+    else fp16; off on CPU), "bf16", "fp16" or "off". backbone_init: how a fresh run's ResNets
+    start: "imagenet" (torchvision's weights, the paper presets), "none" (random) or a
+    state-dict file.
     """
 
     pose_epochs: int = 100
@@ -177,6 +180,7 @@ class TrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     log_every: int = 50
+    backbone_init: str = "none"
 
     def __post_init__(self) -> None:
         checks = [
@@ -225,7 +229,7 @@ class Preset:
 # checkpoint named `..._b192`, i.e. 192 images per step, which we take. SDF stage: 1600
 # epochs, 64 per GPU x 4 GPUs = 256, halved at 600 and 1200, each decoder on its own
 # mesh's points through epoch 1200 (0-based). Video: 16 clips per GPU x 4 = 64.
-PAPER_SCHEDULE = TrainConfig()
+PAPER_SCHEDULE = TrainConfig(backbone_init="imagenet")
 VIDEO_SCHEDULE = PAPER_SCHEDULE.replace(batch_size=64)
 # Minutes on a laptop CPU, same code paths: for the demo, the tests and smoke runs. Small
 # batches (more steps per epoch) and no rotation augmentation: a few hundred steps are all it
@@ -279,6 +283,7 @@ def _presets() -> dict[str, Preset]:
         visual_dim=32,
         transformer_dim=32,
         transformer_heads=4,
+        transformer_ffn=128,
         spatial_layers=2,
         temporal_layers=2,
         sdf_latent=32,

@@ -134,8 +134,9 @@ def train(
     preset: the registry entry (its network when `model_cfg` is None, its schedule when
     `train_cfg` is None, and the name the checkpoint records). data: a shard directory, or a
     directory with `train/`. out: the run directory. resume: continue from out/last.pt when
-    it exists (False starts over and overwrites). backbone_weights: a torchvision ResNet-18
-    state-dict file for every backbone of a fresh run. build / shards: a network factory and
+    it exists (False starts over and overwrites). backbone_weights: how a fresh run's
+    backbones start, overriding the schedule's `backbone_init`: "imagenet", "none" or a
+    torchvision ResNet-18 state-dict file. build / shards: a network factory and
     a ready dataset object instead of GSDFNet and the shards under `data` (used by tests).
     Summary: {"epochs", "start_epoch", "first_loss", "final_loss", "checkpoint",
     "samples_per_s", "train_seconds"}.
@@ -193,8 +194,8 @@ def setup_run(
                 "same --mano file, or --restart"
             )
         net.load_state_dict(ckpt["model"])
-    elif backbone_weights is not None:
-        _load_backbones(net, backbone_weights)
+    else:
+        _load_backbones(net, cfg.backbone_init if backbone_weights is None else backbone_weights)
     net.to(dist.device)
 
     if dist.main:
@@ -237,11 +238,17 @@ def setup_run(
     return run
 
 
-def _load_backbones(net: nn.Module, path: str | Path) -> None:
+def _load_backbones(net: nn.Module, spec: str | Path) -> None:
+    """Every backbone from "imagenet", "none" or a state-dict file (see gsdf_model.pretrained)."""
     from gsdf_model.backbone import load_backbone_weights
+    from gsdf_model.pretrained import WeightsError, resolve_backbone_weights
 
-    if not Path(path).is_file():
-        raise UserError(f"no backbone weights file at {str(path)!r}")
+    try:
+        path = resolve_backbone_weights(spec)
+    except WeightsError as err:
+        raise UserError(str(err)) from None
+    if path is None:
+        return
     try:
         load_backbone_weights(net, path)
     except (ValueError, RuntimeError, KeyError) as err:

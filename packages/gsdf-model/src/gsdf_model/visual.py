@@ -1,6 +1,7 @@
 """Visual features of query points (paper §3.3, Table 3).
 
-V1 global: the SDF encoder's 16×16×d map averaged over space, one vector for every point.
+V1 global (reference `hsdf_osdf_2net`): a 1×1 conv + BN + ReLU on the backbone's /32 map,
+    averaged over space, one vector for every point.
 V2 local: project x with the camera and bilinearly sample the 16×16×d map there.
 V3: V2 on the map refined by a spatial transformer over its 16×16 tokens.
 V4: V3 with temporal context: frames t−1, t, t+1 give 3×16×16 tokens (factorised
@@ -54,14 +55,14 @@ class _Attention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm self-attention + GELU MLP (ratio 4), both residual: (B,n,dim) → (B,n,dim)."""
+    """Pre-norm self-attention + GELU MLP of width `ffn`, both residual: (B,n,dim) → (B,n,dim)."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, ffn: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = _Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Linear(ffn, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -84,12 +85,17 @@ class SpatioTemporalTransformer(nn.Module):
         temporal_layers: int,
         n_frames: int,
         size: int,
+        ffn: int,
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(in_dim, dim)
         self.pos = nn.Parameter(torch.randn(1, 1, size * size, dim) * 0.02)
-        self.spatial = nn.ModuleList(TransformerLayer(dim, heads) for _ in range(spatial_layers))
-        self.temporal = nn.ModuleList(TransformerLayer(dim, heads) for _ in range(temporal_layers))
+        self.spatial = nn.ModuleList(
+            TransformerLayer(dim, heads, ffn) for _ in range(spatial_layers)
+        )
+        self.temporal = nn.ModuleList(
+            TransformerLayer(dim, heads, ffn) for _ in range(temporal_layers)
+        )
         self.time = (
             nn.Parameter(torch.randn(1, n_frames, 1, dim) * 0.02) if temporal_layers else None
         )
@@ -123,10 +129,14 @@ class VisualEncoder(nn.Module):
         self.variant = cfg.visual
         self.image_size = cfg.image_size
         self.add_feats = cfg.visual_add_feats and cfg.visual != "v1"
-        # /32 → /16: one deconv, the SDF feature map is 16×16 for 256×256 images
-        self.neck = deconv_neck(cfg.backbone_channels, cfg.visual_dim, 1)
+        c = cfg.backbone_channels
+        if cfg.visual == "v1":  # the reference's global branch: on the /32 map, width kept
+            self.neck = nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+            dim = c
+        else:  # /32 → /16: one deconv, the SDF feature map is 16×16 for 256×256 images
+            self.neck = deconv_neck(c, cfg.visual_dim, 1)
+            dim = cfg.visual_dim
         self.transformer: SpatioTemporalTransformer | None = None
-        dim = cfg.visual_dim
         if cfg.visual in ("v3", "v4"):
             self.transformer = SpatioTemporalTransformer(
                 cfg.visual_dim,
@@ -136,13 +146,14 @@ class VisualEncoder(nn.Module):
                 cfg.temporal_layers if cfg.visual == "v4" else 0,
                 cfg.n_frames,
                 cfg.feature_size,
+                cfg.transformer_ffn,
             )
             dim = cfg.transformer_dim
         self.proj = nn.Linear(dim + (4 if self.add_feats else 0), cfg.sdf_latent)
 
     def encode(self, feats: Tensor) -> Tensor:
         """feats: (B,T,C,h,w) backbone maps of the clip (T=1 for images) → for v1 the global
-        vector (B,d), otherwise the map of the middle frame (B,d',16,16)."""
+        vector (B,C), otherwise the map of the middle frame (B,d',16,16)."""
         b, t = feats.shape[:2]
         if self.variant != "v4":  # single-frame variants only ever see frame t
             feats = feats[:, t // 2 : t // 2 + 1]
