@@ -31,7 +31,10 @@ def test_stage1_is_hand_only_with_per_coordinate_mse_in_metres():
     terms = stage1_loss(CFG, batch, out)
     assert terms["joints"].item() == pytest.approx(0.01**2 / 3)
     assert terms["root_depth"].item() == pytest.approx(0.02**2)
-    assert terms["obj_center"].item() == pytest.approx(1.0)
+    assert "obj_center" not in terms
+    with_obj = stage1_loss(CFG.replace(pose_obj_weight=2.0), batch, out)
+    assert with_obj["obj_center"].item() == pytest.approx(1.0)
+    assert with_obj["total"].item() == pytest.approx(0.01**2 / 3 + 0.02**2 + 2.0)
     # a pure translation keeps every depth order: the ordinal term is 0
     assert terms["ordinal"].item() == 0
     assert terms["total"].item() == pytest.approx(0.01**2 / 3 + 0.02**2)

@@ -62,7 +62,7 @@ def test_frozen_pose_gets_no_gradient_in_stage2(strategy):
 
 
 def test_stage1_trains_the_pose_branches():
-    net = tiny()
+    net = tiny(pose_obj_weight=1.0)  # the object centre in stage 1 too (an option)
     batch = example_batch(net.cfg, 2, 16)
     out = net(batch, stage=1)
     assert out["joints"].shape == (2, 21, 3) and out["obj_center"].shape == (2, 3)
@@ -316,3 +316,18 @@ def test_decoder_inputs_are_the_kinematic_features_in_the_network_frame():
         torch.testing.assert_close(got, (x - state.joints[0, k]) * s, atol=1e-6, rtol=1e-5)
     xow = ((x - wrist) @ rot[0, 0]) * s
     torch.testing.assert_close(e_o[:, 69:72], xow, atol=1e-5, rtol=1e-4)
+
+
+def test_hand_only_pose_stage_leaves_the_sdf_backbone_untouched():
+    """Reference: the pose stage trains the hand branch only; the SDF/object backbone starts
+    stage 2 as initialised (weights and BN statistics)."""
+    net = tiny().train()  # asymmetric: hand backbone + shape backbone
+    batch = example_batch(net.cfg, 2, 8)
+    before = {k: v.clone() for k, v in net.backbones["shape"].state_dict().items()}
+    out = net(batch, stage=1)
+    assert "obj_center" not in out
+    net.loss(batch, out, stage=1)["total"].backward()
+    for k, v in net.backbones["shape"].state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in net.backbones["shape"].parameters())
+    assert any(p.grad is not None for p in net.backbones["hand"].parameters())

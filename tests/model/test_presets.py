@@ -191,3 +191,20 @@ def test_describe_prints_the_paper_schedule():
         "(20 views + camera axis)",
     ):
         assert fact in text
+
+
+def test_decoders_are_the_reference_deepsdf():
+    """Reference sdf_head: 5 linear layers x 512, the input concatenated again before layer 2
+    (latent_in = [(5 - 1) // 2]), weight norm, dropout 0.2, tanh output in (-1, 1)."""
+    from torch.nn.utils import parametrize
+
+    net = GSDFNet(get_preset("obman"), ik=identity_ik)
+    for dec, e in ((net.hand_decoder, 51), (net.obj_decoder, 72)):
+        d_in = 256 + e
+        shapes = [(lin.in_features, lin.out_features) for lin in dec.layers]
+        assert shapes == [(d_in, 512), (512, 512 - d_in), (512, 512), (512, 512), (512, 1)]
+        assert dec.skip == (2,) and dec.dropout == 0.2
+        assert all(parametrize.is_parametrized(lin, "weight") for lin in dec.layers)
+        with torch.no_grad():
+            dec.layers[-1].bias.fill_(100.0)
+            assert dec.eval()(torch.randn(3, d_in)).max() <= 1.0

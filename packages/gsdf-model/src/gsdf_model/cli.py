@@ -102,6 +102,12 @@ def _user_errors():
     "ResNet-18 state-dict file. Default: the preset's (imagenet for the paper's presets).",
 )
 @click.option(
+    "--mano",
+    type=click.Path(exists=True, dir_okay=False),
+    help="MANO_RIGHT.pkl: joint frames on MANO's rest bones (ObMan, DexYCB), as the reference. "
+    "Default: the procedural hand.",
+)
+@click.option(
     "--allow-partial",
     is_flag=True,
     help="Train on an incomplete shard set on purpose (an interrupted or --shard k/n prepare).",
@@ -120,14 +126,16 @@ def train_cmd(
     amp,
     resume,
     backbone_weights,
+    mano,
     allow_partial,
 ):
     """Train the two stages (pose, then SDF with the pose frozen); re-running resumes."""
     import dataclasses
+    from pathlib import Path
 
     from gsdf_data.cli.errors import writable_dir
     from gsdf_model.data import open_shards
-    from gsdf_model.runtime import resolve_split, train_config_for
+    from gsdf_model.runtime import model_config_for, resolve_split, train_config_for
     from gsdf_model.train import train
 
     try:
@@ -154,11 +162,15 @@ def train_cmd(
     writable_dir(out)
     click.echo(f"training on {len(shards)} samples ({shards.n_shards} shards) from {split_dir}")
     try:
+        model_cfg = model_config_for(preset)
+        if mano is not None:
+            model_cfg = model_cfg.replace(mano_path=str(Path(mano).resolve()))
         s = train(
             preset,
             data,
             out,
             cfg,
+            model_cfg=model_cfg,
             device=device,
             resume=resume,
             backbone_weights=backbone_weights,
@@ -195,7 +207,14 @@ def train_cmd(
 @click.option("--split", default="test", show_default=True, help="Split folder under --data.")
 @click.option("--limit", type=int, help="Only the first N samples.")
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
-def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, component, split, limit, device):
+@click.option(
+    "--mano",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The MANO_RIGHT.pkl the checkpoint was trained with (default: its recorded path).",
+)
+def reconstruct_cmd(
+    checkpoint, data, out, resolution, gt_wrist, component, split, limit, device, mano
+):
     """Meshes and predicted joints for the test split (resumes; skips finished samples)."""
     from gsdf_model.reconstruct import reconstruct
 
@@ -210,6 +229,7 @@ def reconstruct_cmd(checkpoint, data, out, resolution, gt_wrist, component, spli
             component=component,
             split=split,
             limit=limit,
+            mano=mano,
         )
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None

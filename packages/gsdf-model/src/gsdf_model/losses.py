@@ -32,24 +32,17 @@ def stage1_loss(
 ) -> dict[str, Tensor]:
     """Pose-stage loss terms; 'total' is their weighted sum."""
     joints = mse(out["joints"], batch["joints"])
-    obj = mse(out["obj_center"], batch["obj_center"])
+    obj = mse(out["obj_center"], batch["obj_center"]) if "obj_center" in out else None
     views = sample_view_directions(cfg.n_ordinal_views, out["joints"].device, generator)
     jp, bp = sample_ordinal_pairs(out["joints"].shape[1], generator)
     ordinal = ordinal_loss(out["joints"], batch["joints"].to(out["joints"]), views, jp, bp)
     root = mse(out["root_depth"], batch["joints"][:, 0, 2])
-    total = (
-        joints
-        + cfg.pose_obj_weight * obj
-        + cfg.ordinal_weight * ordinal
-        + cfg.root_depth_weight * root
-    )
-    return {
-        "total": total,
-        "joints": joints,
-        "obj_center": obj,
-        "ordinal": ordinal,
-        "root_depth": root,
-    }
+    total = joints + cfg.ordinal_weight * ordinal + cfg.root_depth_weight * root
+    terms = {"joints": joints, "ordinal": ordinal, "root_depth": root}
+    if cfg.pose_obj_weight > 0:
+        total = total + cfg.pose_obj_weight * obj
+        terms["obj_center"] = obj
+    return {"total": total, **terms}
 
 
 def clamped_l1(

@@ -139,9 +139,9 @@ class GSDFNet(nn.Module):
             image = image.float() / 255.0
         return (image.float() - self.img_mean) / self.img_std
 
-    def _backbone_features(self, frames: Tensor) -> dict[str, Tensor]:
+    def _backbone_features(self, frames: Tensor, only: set[str] | None = None) -> dict[str, Tensor]:
         """frames (B,T,3,H,W) → per backbone (B,T_b,C,h,w); T_b = T only where the video
-        visual encoder needs every frame, else 1 (the middle frame)."""
+        visual encoder needs every frame, else 1 (the middle frame). `only`: run just these."""
         b, t = frames.shape[:2]
         frozen = (
             {k.removeprefix("backbones.") for k in self.pose_modules()}
@@ -150,6 +150,8 @@ class GSDFNet(nn.Module):
         )
         out = {}
         for name, bb in self.backbones.items():
+            if only is not None and name not in only:
+                continue
             x = (
                 frames
                 if (name == self.roles["sdf"] and self.cfg.is_video)
@@ -179,11 +181,14 @@ class GSDFNet(nn.Module):
             root = self.root_depth(hand_f, K)
         ref = root.detach() if ref_depth is None else ref_depth.to(root)
         joints = voxels_to_camera(vox_h, K, ref, cfg.image_size, cfg.heatmap_size, cfg.depth_extent)
-        vox_o, _ = self.obj_pose(self._mid(feats, "obj"))
-        center = voxels_to_camera(
-            vox_o, K, ref.detach(), cfg.image_size, cfg.heatmap_size, cfg.depth_extent
-        )
-        return {"joints": joints, "obj_center": center[:, 0], "root_depth": root}
+        out = {"joints": joints, "root_depth": root}
+        if self.roles["obj"] in feats:
+            vox_o, _ = self.obj_pose(self._mid(feats, "obj"))
+            center = voxels_to_camera(
+                vox_o, K, ref.detach(), cfg.image_size, cfg.heatmap_size, cfg.depth_extent
+            )
+            out["obj_center"] = center[:, 0]
+        return out
 
     def _state(
         self, feats: dict[str, Tensor], pose: dict[str, Tensor], K: Tensor, wrist: Tensor | None
@@ -259,7 +264,8 @@ class GSDFNet(nn.Module):
         """Training forward pass.
 
         batch: image, K, joints (GT, for the wrist when gt_wrist), points (stage 2).
-        Returns joints (B,21,3), obj_center (B,3), root_depth (B,), and in stage 2 also
+        Returns joints (B,21,3), root_depth (B,), obj_center (B,3) (in stage 1 only when its
+        loss weight pose_obj_weight > 0 or a backbone serves both), and in stage 2 also
         wrist (B,3), sdf_hand / sdf_obj (B,N) in metres and *_net in network units.
         """
         if stage not in (1, 2):
@@ -267,7 +273,12 @@ class GSDFNet(nn.Module):
         K = batch["K"]
         wrist = batch["joints"][:, 0] if gt_wrist else None
         frames = self._frames(batch["image"])
-        feats = self._backbone_features(frames)
+        # A hand-only pose stage (the reference's) leaves the object/SDF backbone untouched,
+        # weights and BN statistics alike, until stage 2.
+        only = None
+        if stage == 1 and self.cfg.pose_obj_weight == 0:
+            only = {self.roles["hand"]}
+        feats = self._backbone_features(frames, only)
         pose = self._pose(feats, K, None if wrist is None else wrist[:, 2])
         if stage == 1:
             return pose

@@ -232,6 +232,7 @@ def reconstruct(
     progress: bool = True,
     build: Callable[[Any], torch.nn.Module] | None = None,
     shards: Any = None,
+    mano: str | Path | None = None,
 ) -> dict[str, Any]:
     """Reconstruct the test split of `data` with a checkpoint; returns a summary dict.
 
@@ -239,7 +240,8 @@ def reconstruct(
     extent: half side (m) of the first-pass cube; default 2 / recon_scale (the network's
     SDF cube) when the model has one, else 0.3 m. component: "largest" (reference) or
     "anchored" (see MeshingConfig). split: which split of `data` (when it has
-    train/ and test/ folders). limit: only the first `limit` samples.
+    train/ and test/ folders). limit: only the first `limit` samples. mano: the MANO file
+    the checkpoint was trained with, where it lives here (default: its recorded path).
     Summary: {"written", "skipped", "empty_hand", "empty_obj", "out"}.
     """
     if wrist not in ("gt", "pred"):
@@ -250,7 +252,7 @@ def reconstruct(
         raise UserError(f"resolution {resolution} is too small (at least 8)")
     device = parse_device(device)
     ckpt = load_checkpoint_file(checkpoint)
-    net, cfg = model_from_checkpoint(ckpt, build)
+    net, cfg = model_from_checkpoint(ckpt, build, mano_path=mano)
     net.to(device)
     if extent is None:
         scale = getattr(cfg, "recon_scale", None)
