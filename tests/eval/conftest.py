@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -18,3 +19,25 @@ def examples_dir() -> Path:
 def hand_mesh() -> trimesh.Trimesh:
     """The GT hand of the first bundled example (closed capsules, metres)."""
     return trimesh.load(EXAMPLES / "gt" / "s000_hand.ply", process=False)
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """tests/eval/reference_protocol.py: the brute-force reference protocol (loaded by path:
+    the tests are imported in importlib mode, without their directory on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "reference_protocol", Path(__file__).with_name("reference_protocol.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session", params=["origin", "camera"])
+def frame(request) -> np.ndarray:
+    """Where a test's meshes sit: near the origin, or in the camera frame (a hand about
+    0.6 m in front of the camera, off-axis), where alignment bugs that scale with the
+    distance from the origin show."""
+    return np.zeros(3) if request.param == "origin" else np.array([0.04, -0.03, 0.62])

@@ -1,4 +1,8 @@
-"""Scale + translation ICP: recovers known transforms, matches a plain ICP, is seeded."""
+"""Scale + translation ICP: recovers known transforms, matches a plain ICP, is seeded.
+
+Every alignment test runs with the meshes at the origin and in the camera frame (`frame`):
+an error that grows with the distance from the origin shows only there.
+"""
 
 import numpy as np
 import pytest
@@ -25,7 +29,12 @@ def test_cached_neighbours_equal_fresh_queries():
     assert cache.requeried < 30 * len(x)  # the cache did skip queries
 
 
-def test_scaled_translated_copy_is_aligned_back(hand_mesh):
+def _moved(mesh, frame) -> trimesh.Trimesh:
+    return trimesh.Trimesh(mesh.vertices + frame, mesh.faces, process=False)
+
+
+def test_scaled_translated_copy_is_aligned_back(hand_mesh, frame):
+    hand_mesh = _moved(hand_mesh, frame)
     s_true, t_true = 1.15, np.array([0.03, -0.02, 0.05])
     pred = trimesh.Trimesh(hand_mesh.vertices * s_true + t_true, hand_mesh.faces, process=False)
     rng = np.random.default_rng(0)
@@ -63,15 +72,16 @@ def _plain_icp(src, dst, iters=200):
     return s, t
 
 
-def _pair_points(hand_mesh, n, seed):
+def _pair_points(hand_mesh, n, seed, frame=np.zeros(3)):
     rng = np.random.default_rng(seed)
+    hand_mesh = _moved(hand_mesh, frame)
     pred = trimesh.Trimesh(hand_mesh.vertices * 0.9 + [0.01, 0.0, -0.01], hand_mesh.faces)
     src = sample_surface(pred, n, rng) + rng.normal(0, 0.0005, (n, 3))
     return src, sample_surface(hand_mesh, n, rng)
 
 
-def test_cached_icp_is_textbook_icp(hand_mesh):
-    src, dst = _pair_points(hand_mesh, 1500, 4)
+def test_cached_icp_is_textbook_icp(hand_mesh, frame):
+    src, dst = _pair_points(hand_mesh, 1500, 4, frame)
     s_ref, t_ref = _plain_icp(src, dst, iters=300)
     res = align_scale_translation(src, dst, max_iter=300, tol=0.0, accelerate=False)
     assert res.converged
@@ -85,8 +95,9 @@ def _placeholder(center, radius=0.002):
     return trimesh.Trimesh(s.vertices + center, s.faces, process=False)
 
 
-def test_cached_icp_is_textbook_icp_on_a_placeholder(hand_mesh):
+def test_cached_icp_is_textbook_icp_on_a_placeholder(hand_mesh, frame):
     """A degenerate prediction (equidistant neighbours everywhere) changes nothing."""
+    hand_mesh = _moved(hand_mesh, frame)
     rng = np.random.default_rng(3)
     src = sample_surface(_placeholder(hand_mesh.vertices[0]), 1500, rng)
     dst = sample_surface(hand_mesh, 1500, rng)
@@ -100,17 +111,21 @@ def test_cached_icp_is_textbook_icp_on_a_placeholder(hand_mesh):
     np.testing.assert_allclose(res.dist_dst, ref_dst, rtol=0, atol=1e-12)
 
 
-def test_accelerated_icp_reaches_the_same_alignment(hand_mesh):
-    src, dst = _pair_points(hand_mesh, 6000, 5)
+def test_accelerated_icp_reaches_the_same_alignment(hand_mesh, frame):
+    src, dst = _pair_points(hand_mesh, 6000, 5, frame)
     s_ref, t_ref = _plain_icp(src, dst, iters=300)
     res = align_scale_translation(src, dst)
     assert res.scale == pytest.approx(s_ref, rel=5e-4)
-    np.testing.assert_allclose(res.translation, t_ref, atol=5e-5)
+    # where the prediction lands (in the camera frame a translation absorbs the scale
+    # difference times the distance from the origin, so compare the aligned points)
+    np.testing.assert_allclose(res.apply(src), src * s_ref + t_ref, rtol=0, atol=5e-5)
 
 
-def test_seed_makes_pair_deterministic(hand_mesh):
+@pytest.mark.parametrize("protocol", ["gsdf", "converged"])
+def test_seed_makes_pair_deterministic(hand_mesh, frame, protocol):
+    hand_mesh = _moved(hand_mesh, frame)
     pred = trimesh.Trimesh(hand_mesh.vertices * 1.02 + 0.003, hand_mesh.faces, process=False)
-    settings = EvalSettings(n_points=5000)
+    settings = EvalSettings(n_points=5000, protocol=protocol)
     a = score_pair(pred, hand_mesh, settings=settings, seed=7)
     b = score_pair(pred, hand_mesh, settings=settings, seed=7)
     c = score_pair(pred, hand_mesh, settings=settings, seed=8)
@@ -119,11 +134,30 @@ def test_seed_makes_pair_deterministic(hand_mesh):
     assert a["obj_cd_cm2"] is None and a["contact"] is None
 
 
-def test_coarse_to_fine_lands_where_full_resolution_icp_lands(hand_mesh):
+def test_coarse_to_fine_lands_where_full_resolution_icp_lands(hand_mesh, frame):
     """The coarse pass only changes where the full-resolution pass starts from."""
-    src, dst = _pair_points(hand_mesh, 8000, 6)
+    src, dst = _pair_points(hand_mesh, 8000, 6, frame)
     full = align_scale_translation(src, dst, coarse=0, tol=0.0)
     c2f = align_scale_translation(src, dst, coarse=1000)
     assert c2f.scale == pytest.approx(full.scale, rel=2e-4)
-    np.testing.assert_allclose(c2f.translation, full.translation, atol=1e-4)  # 0.1 mm
+    np.testing.assert_allclose(c2f.apply(src), full.apply(src), rtol=0, atol=1e-4)  # 0.1 mm
     assert abs(c2f.dist_src.mean() - full.dist_src.mean()) < 2e-6
+
+
+@pytest.mark.parametrize("z", [0.5, 0.6, 0.7, 0.8])
+def test_scaled_shifted_hand_in_the_camera_frame_is_aligned_back(hand_mesh, z):
+    """Regression: the accelerated jump subtracted the scale change times the source
+    centroid k² instead of k times, an error proportional to the distance from the origin;
+    a hand 0.5-0.8 m in front of the camera, predicted 1.08x too large about the camera and
+    shifted, then ended up to centimetres off (checked on each depth and two shifts)."""
+    frame = np.array([0.03, -0.02, z]) - hand_mesh.vertices.mean(0)
+    gt = _moved(hand_mesh, frame)
+    for shift in ([0.01, -0.005, 0.012], [0.02, 0.01, -0.03]):
+        pred = trimesh.Trimesh(gt.vertices * 1.08 + shift, gt.faces, process=False)
+        rng = np.random.default_rng(1)
+        src, dst = sample_surface(pred, 30_000, rng), sample_surface(gt, 30_000, rng)
+        res = align_scale_translation(src, dst)
+        assert res.scale == pytest.approx(1 / 1.08, rel=2e-3), (z, shift)
+        moved = res.apply(pred.vertices) - gt.vertices  # per-vertex residual displacement
+        assert np.abs(moved.mean(0)).max() < 2e-4, (z, shift)  # 0.2 mm
+        assert chamfer_cm2(res.dist_src, res.dist_dst) < 0.02, (z, shift)

@@ -1,10 +1,17 @@
-"""Chamfer, F-score, Eh and Eo against brute force and hand-computed values."""
+"""Chamfer, F-score, Eh (camera frame and wrist-relative) and Eo against brute force and
+hand-computed values."""
 
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from gsdf_eval.metrics import center_error_cm, chamfer_cm2, fscore, joint_error_cm
+from gsdf_eval.metrics import (
+    center_error_cm,
+    chamfer_cm2,
+    fscore,
+    joint_error_cm,
+    joint_error_rel_cm,
+)
 from gsdf_eval.nn import nn_distances
 
 
@@ -56,13 +63,32 @@ def test_fscore_hand_computed():
     assert fscore(d_pred, d_gt, 0.0001) == 0.0
 
 
-def test_joint_error_is_wrist_relative_cm():
+@pytest.mark.parametrize("offset", [(0.0, 0.0, 0.0), (0.05, -0.02, 0.65)])
+def test_joint_errors_camera_frame_and_wrist_relative(offset):
     rng = np.random.default_rng(3)
-    gt = rng.normal(size=(21, 3)) * 0.05
-    assert joint_error_cm(gt + np.array([0.3, -0.1, 0.2]), gt) == pytest.approx(0.0, abs=1e-12)
+    gt = rng.normal(size=(21, 3)) * 0.05 + np.asarray(offset)
+    shift = np.array([0.03, -0.01, 0.02])  # 3.74 cm: the whole hand misplaced
+    # the reference's Eh: camera frame, no alignment, so a misplaced hand is charged
+    assert joint_error_cm(gt + shift, gt) == pytest.approx(np.linalg.norm(shift) * 100)
+    # the wrist-relative error ignores where the hand is
+    assert joint_error_rel_cm(gt + shift, gt) == pytest.approx(0.0, abs=1e-12)
     pred = gt.copy()
     pred[5] += [0.021, 0.0, 0.0]  # one joint 2.1 cm off: mean over 21 joints = 0.1 cm
     assert joint_error_cm(pred, gt) == pytest.approx(0.1)
+    assert joint_error_rel_cm(pred, gt) == pytest.approx(0.1)
+    pred = gt.copy()
+    pred[0] += [0.0, 0.021, 0.0]  # the wrist 2.1 cm off: every relative joint moves
+    assert joint_error_cm(pred, gt) == pytest.approx(0.1)
+    assert joint_error_rel_cm(pred, gt) == pytest.approx(2.0)
+
+
+def test_fscore_reference_denominator():
+    d = np.array([0.0005, 0.002])
+    # the reference's 2PR / (P + R + 1e-7); P = R = 0 gives 0 either way
+    assert fscore(d, d, 0.001, eps=1e-7) == pytest.approx(0.5 * 1.0 / (1.0 + 1e-7), rel=1e-12)
+    assert fscore(d, d, 0.0001, eps=1e-7) == 0.0
+    # strict <: a distance equal to the threshold does not count
+    assert fscore(np.array([0.001]), np.array([0.001]), 0.001) == 0.0
 
 
 def test_center_error_cm():

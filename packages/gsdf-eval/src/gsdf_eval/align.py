@@ -1,21 +1,28 @@
 """Scale + translation alignment of a predicted hand onto the ground-truth hand (ICP).
 
-The protocol of the paper's reference code: 30,000 surface samples on each mesh, start from
-matching centroids and RMS radii, then up to 100 symmetric ICP iterations (nearest neighbours
-from prediction to GT and from GT to prediction), each solving the least-squares scale and
-translation in closed form. The same transform is then applied to the predicted object.
+Two protocols share the machinery here (nearest neighbours from prediction to GT and from
+GT to prediction, one least-squares scale + translation over both correspondence sets per
+step, started by matching centroids and RMS radii); they differ in when they stop.
 
-Speed: ICP runs coarse to fine (3,000, 15,000, then all 30,000 points), and at each level
-both KD-trees (nn.py) are built once (the GT tree in the world frame, the prediction tree in
-the prediction's own frame, queried with inverse-transformed GT points). Nearest neighbours
-are cached with the gap to the second neighbour: a point that moved less than half that gap
-since it was last queried provably keeps its neighbour, so late iterations re-query only a
-few points; the result is the same as querying everything every iteration. ICP creeps
-towards its fixed point with ever smaller, aligned steps; as in Besl & McKay's accelerated
-ICP, two successive steps that point the same way trigger a jump ahead along the geometric
-series they imply. The loop stops when an update moves the source by less than 1 µm (far
-below the 1 mm F-score threshold) or at an exact fixed point (no correspondence changed),
-and otherwise after max_iter iterations; `AlignResult.iterations` says how many ran.
+`align_reference` (protocol "gsdf", the default) is the reference code's `icp_ts`, which
+decided the published numbers: before each solve it computes the RMS residual over both
+correspondence sets and stops when that improved by less than 10 µm since the previous
+check (a solve that made it worse is kept) or is below 1 mm, so a near-perfect prediction is
+not moved at all; at most 100 solves. It does not run to convergence, so its iterates are
+reproduced one by one: full 30,000-point sets, no extrapolation.
+
+`align_scale_translation` (protocol "converged") runs ICP to its fixed point instead.
+Speed: coarse to fine (3,000, 15,000, then all 30,000 points), and as in Besl & McKay's
+accelerated ICP two successive steps that point the same way trigger a jump ahead along
+the geometric series they imply. It stops when an update moves the source by less than
+1 µm or at an exact fixed point (no correspondence changed), else after max_iter steps.
+
+Both build each KD-tree (nn.py) once: the GT tree in the world frame, the prediction tree
+in the prediction's own frame, queried with inverse-transformed GT points (a similarity
+transform keeps nearest neighbours). Nearest neighbours are cached with the gap to the
+second neighbour: a point that moved less than half that gap since it was last queried
+provably keeps its neighbour, so late iterations re-query only a few points; the result is
+the same as querying everything every iteration.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from gsdf_eval.nn import kd_tree
 class AlignResult:
     """x_aligned = scale · x + translation (metres).
 
-    iterations: ICP iterations run (≤ max_iter); converged: stopped by the tolerance or at a
-    fixed point rather than by max_iter.
+    iterations: ICP solves run (≤ max_iter, all levels together for "converged");
+    converged: stopped by the protocol's rule (tolerance, fixed point, or the reference's
+    RMS rule) rather than by max_iter.
     dist_src (N,) / dist_dst (M,): final nearest-neighbour distances (metres) from each
     aligned source sample to the target samples and from each target sample to the aligned
     source samples — what Chamfer distance and F-score are computed from.
@@ -164,8 +172,9 @@ def _icp(src, dst, src_tree, dst_tree, s, t, max_iter, tol, accelerate=True):
             r = size / prev_size if prev_size > 0 else 1.0
             if r < 1 and step @ last_step > np.cos(np.radians(10)) * size * prev_size:
                 k = min(r / (1 - r), 3.0)
+                # step[1:] moves the centroid: Δt + Δs·μ; the jump is k·Δs and k·Δt
                 ds = k * step[0] / reach
-                s, t = s + ds, t + k * (step[1:] - ds * src.mean(axis=0))
+                s, t = s + ds, t + k * step[1:] - ds * src.mean(axis=0)
                 last_step = None
                 continue
         last_step = step
@@ -199,12 +208,7 @@ def align_scale_translation(
     src = np.ascontiguousarray(src, dtype=np.float64)
     dst = np.ascontiguousarray(dst, dtype=np.float64)
 
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    rms_s = np.sqrt(((src - mu_s) ** 2).sum(axis=1).mean())
-    rms_d = np.sqrt(((dst - mu_d) ** 2).sum(axis=1).mean())
-    s = float(rms_d / rms_s) if rms_s > 0 else 1.0
-    t = mu_d - s * mu_s
-
+    s, t = moment_init(src, dst)
     iterations = 0
     # Coarse to fine: converge on evenly spread subsets first (the points come spatially
     # ordered, so a stride spreads them), then on all points. Far from the optimum every
@@ -240,4 +244,70 @@ def align_scale_translation(
         converged=converged,
         dist_src=dist_src,
         dist_dst=dist_dst,
+    )
+
+
+def moment_init(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray]:
+    """(s, t) mapping src's centroid and RMS radius onto dst's: the ICP starting point."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    rms_s = np.sqrt(((src - mu_s) ** 2).sum(axis=1).mean())
+    rms_d = np.sqrt(((dst - mu_d) ** 2).sum(axis=1).mean())
+    s = float(rms_d / rms_s) if rms_s > 0 else 1.0
+    return s, mu_d - s * mu_s
+
+
+def align_reference(
+    src: np.ndarray,
+    dst: np.ndarray,
+    max_iter: int = 100,
+    stop_error: float = 1e-3,
+    stop_improvement: float = 1e-5,
+) -> AlignResult:
+    """The reference code's `icp_ts` on point sets src (N, 3) (prediction) and dst (M, 3).
+
+    From the moment-matching start, each iteration finds the neighbours both ways and the
+    RMS residual e over both sets (metres); it stops when the previous e minus e is below
+    `stop_improvement` (so also when e grew; that last solve is kept) or when e is below
+    `stop_error`, and otherwise solves scale + translation by least squares; at most
+    `max_iter` solves. `iterations` counts the solves; `converged` is False only when the
+    cap ended the loop.
+    """
+    src = np.ascontiguousarray(src, dtype=np.float64)
+    dst = np.ascontiguousarray(dst, dtype=np.float64)
+    s, t = moment_init(src, dst)
+    fwd = _CachedNN(kd_tree(dst), len(src))
+    bwd = _CachedNN(kd_tree(src), len(dst))
+    solve = _Solver(src, dst)
+    n_all = len(src) + len(dst)
+    previous = 1e8  # the reference's initial "previous error"
+    solves, stopped = 0, False
+    for _ in range(max_iter):
+        i_fwd = fwd.update(src * s + t)
+        i_bwd = bwd.update((dst - t) / s)
+        e_src = src * s + t - dst[i_fwd]
+        e_dst = src[i_bwd] * s + t - dst
+        error = np.sqrt(
+            (np.einsum("ij,ij->", e_src, e_src) + np.einsum("ij,ij->", e_dst, e_dst)) / n_all
+        )
+        if previous - error < stop_improvement or error < stop_error:
+            stopped = True
+            break
+        previous = error
+        s_new, t_new = solve(i_fwd, i_bwd)
+        if not s_new > 0:  # degenerate correspondences; keep the last valid transform
+            stopped = True
+            break
+        s, t = s_new, t_new
+        solves += 1
+    i_fwd = fwd.update(src * s + t)
+    i_bwd = bwd.update((dst - t) / s)
+    e_src = src * s + t - dst[i_fwd]
+    e_dst = src[i_bwd] * s + t - dst
+    return AlignResult(
+        scale=float(s),
+        translation=np.asarray(t, dtype=np.float64),
+        iterations=solves,
+        converged=stopped,
+        dist_src=np.sqrt(np.einsum("ij,ij->i", e_src, e_src)),
+        dist_dst=np.sqrt(np.einsum("ij,ij->i", e_dst, e_dst)),
     )

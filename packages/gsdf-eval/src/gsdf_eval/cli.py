@@ -24,13 +24,31 @@ def main() -> None:
 
 
 def _protocol_options(fn):
-    """--seed, --points, --iters: the evaluation protocol, shared by `pair` and `run`."""
+    """--protocol, --units, --seed, --points, --iters: shared by `pair` and `run`."""
+    fn = click.option(
+        "--units",
+        type=click.Choice(["m", "mm"]),
+        default="m",
+        show_default=True,
+        help="Units of every input mesh and pose file (mm: converted to metres). An extent "
+        "over 1 m in metres is refused as a unit mistake.",
+    )(fn)
+    fn = click.option(
+        "--protocol",
+        type=click.Choice(["gsdf", "converged"]),
+        default="gsdf",
+        show_default=True,
+        help="gsdf: the reference code's protocol (its ICP stopping rule, fresh samples after "
+        "alignment, signed-distance contact on its lattice), which made the published numbers. "
+        "converged: ICP run to its fixed point, alignment samples reused, winding-number "
+        "voxel-centre contact.",
+    )(fn)
     fn = click.option(
         "--iters",
         default=100,
         show_default=True,
         type=click.IntRange(min=0),
-        help="Maximum ICP iterations.",
+        help="Maximum ICP solves (per level for --protocol converged).",
     )(fn)
     fn = click.option(
         "--points",
@@ -55,7 +73,7 @@ def _protocol_options(fn):
 @click.option("--obj-gt", type=click.Path(dir_okay=False), help="Ground-truth object mesh.")
 @_protocol_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
+def pair(hand_pred, hand_gt, obj_pred, obj_gt, protocol, units, seed, points, iters, as_json):
     """Score one prediction against its ground truth.
 
     The predicted hand is aligned to the GT hand (scale + translation ICP on surface samples)
@@ -71,13 +89,14 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
         raise click.ClickException(
             "--obj-pred and --obj-gt go together (a prediction needs its GT)"
         )
+    settings = EvalSettings(
+        n_points=points, max_iter=iters, seed=seed, protocol=protocol, units=units
+    )
     try:
-        meshes = [load_mesh(hand_pred), load_mesh(hand_gt)]
+        meshes = [load_mesh(hand_pred, units), load_mesh(hand_gt, units)]
         if obj_pred is not None:
-            meshes += [load_mesh(obj_pred), load_mesh(obj_gt)]
-        result = score_pair(
-            *meshes, settings=EvalSettings(n_points=points, max_iter=iters, seed=seed)
-        )
+            meshes += [load_mesh(obj_pred, units), load_mesh(obj_gt, units)]
+        result = score_pair(*meshes, settings=settings)
     except EvalInputError as exc:
         raise _fail(exc) from None
     out = {k: result[k] for k in PAIR_KEYS}
@@ -90,9 +109,11 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
         elif isinstance(v, list):
             v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
         click.echo(f"{k:18s} {v}")
+    stop = "stopped by its rule" if protocol == "gsdf" else "converged"
     click.echo(
-        f"aligned in {result['align_iterations']} ICP iterations"
-        + (" (converged)" if result["align_converged"] else "")
+        f"aligned in {result['align_iterations']} ICP solves"
+        + (f" ({stop})" if result["align_converged"] else " (iteration cap)")
+        + f"; protocol {protocol}"
     )
 
 
@@ -117,7 +138,7 @@ def pair(hand_pred, hand_gt, obj_pred, obj_gt, seed, points, iters, as_json):
     help="At a bad sample: stop, or skip it and list it in the summary.",
 )
 @click.option("--name", help="Run name in tables (default: the output directory's name).")
-def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
+def run(pred_dir, gt_dir, out_dir, jobs, protocol, units, seed, points, iters, on_error, name):
     """Score a prediction set: PRED_DIR against GT_DIR.
 
     Both directories hold <id>_hand.ply, <id>_obj.ply and optionally <id>.json with "joints"
@@ -137,7 +158,9 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
 
     if out_dir is None:
         out_dir = Path("runs") / Path(pred_dir).resolve().name
-    settings = EvalSettings(n_points=points, max_iter=iters, seed=seed)
+    settings = EvalSettings(
+        n_points=points, max_iter=iters, seed=seed, protocol=protocol, units=units
+    )
     try:
         summary = run_set(
             pred_dir, gt_dir, out_dir, jobs=jobs, settings=settings, on_error=on_error, name=name
@@ -153,7 +176,9 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
             err=True,
         )
     click.echo(
-        f"scored {summary['n_scored']}/{summary['n_predictions']} samples -> {Path(out_dir) / 'summary.json'}"
+        f"scored {summary['n_scored']} of {summary['n_expected']} GT samples "
+        f"({summary['n_predictions']} predictions, protocol {protocol}) "
+        f"-> {Path(out_dir) / 'summary.json'}"
     )
 
 
@@ -167,17 +192,26 @@ def run(pred_dir, gt_dir, out_dir, jobs, seed, points, iters, on_error, name):
     type=click.Path(dir_okay=False),
     help="Also draw per-sample CD distributions to this PNG.",
 )
-def table(runs, fmt, plot):
+@click.option(
+    "--mixed-protocols",
+    is_flag=True,
+    help="Allow runs scored with different protocols in one table (each is labelled).",
+)
+def table(runs, fmt, plot, mixed_protocols):
     """One table across RUNS (output directories of `gsdf-eval run`, or their summary.json).
 
     Columns as in the paper: CDh, FSh@1, FSh@5, CDo, FSo@5, FSo@10 (median CD, mean F-score),
-    Eh, Eo (cm), then Cr (contact ratio %), Pd (penetration depth cm), Iv (intersection cm³).
+    Eh, Eo (cm), then Cr (contact ratio %), Pd (penetration depth cm), Iv (intersection cm³),
+    and Eh-rel (wrist-relative joint error, cm). A value marked * covers fewer samples than
+    the GT set has (a partial run; the footnote says how many). Runs of different protocols
+    are refused unless --mixed-protocols.
     """
     from gsdf_eval.io import EvalInputError
-    from gsdf_eval.table import load_run, plot_cd, render
+    from gsdf_eval.table import check_protocols, load_run, plot_cd, render
 
     try:
         loaded = [load_run(r) for r in runs]
+        check_protocols(loaded, allow_mixed=mixed_protocols)
         click.echo(render(loaded, fmt), nl=False)
         if plot:
             plot_cd(loaded, plot)

@@ -6,7 +6,9 @@ one line naming the file and the reason; the CLI prints it and exits non-zero.
 
 Set layout (predictions and ground truth alike): `<id>_hand.<ext>`, `<id>_obj.<ext>` and an
 optional `<id>.json` with `joints` (21×3, metres) and `obj_center` (3,). Any mesh format
-trimesh reads is accepted; coordinates are metres.
+trimesh reads is accepted; coordinates are metres, or millimetres with units="mm" (then
+converted). A hand or object spans about 5-30 cm: an extent over 1 m is taken for
+millimetres read as metres and refused, since every metric would silently be 1000x off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+UNITS = {"m": 1.0, "mm": 1e-3}  # unit name -> metres per unit
+MAX_EXTENT_M = 1.0  # larger than any hand or hand-held object
+MIN_EXTENT_MM_M = 1e-3  # as millimetres, a whole mesh under 1 mm is a metre file
 
 
 class EvalInputError(Exception):
@@ -28,13 +33,30 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split()) or "unknown error"
 
 
-def load_mesh(path: str | Path):
-    """Load a triangle mesh (metres) and check that it can be scored.
+def _to_metres(path: Path, points: np.ndarray, units: str, what: str) -> np.ndarray:
+    """points in `units` -> metres, refusing a size that says the units are wrong."""
+    if units not in UNITS:
+        raise EvalInputError(f"{path}: unknown units {units!r} (m or mm)")
+    points = points * UNITS[units]
+    extent = float(np.ptp(points.reshape(-1, 3), axis=0).max()) if points.size > 3 else 0.0
+    if extent > MAX_EXTENT_M:
+        hint = "even read as millimetres" if units == "mm" else "millimetres? pass --units mm"
+        raise EvalInputError(f"{path}: {what} spans {extent:.4g} m, over 1 m ({hint})")
+    if units == "mm" and points.size > 3 and extent < MIN_EXTENT_MM_M:
+        raise EvalInputError(
+            f"{path}: {what} spans {extent * 1e3:.4g} mm read as millimetres (metres? drop --units mm)"
+        )
+    return points
+
+
+def load_mesh(path: str | Path, units: str = "m"):
+    """Load a triangle mesh and check that it can be scored; coordinates returned in metres.
 
     Returns a `trimesh.Trimesh` with vertices (V, 3) float64 and faces (F, 3) int64, loaded
     without processing (no vertex merging), so what is scored is what was written.
-    Raises EvalInputError for a missing or unreadable file, a mesh without faces, non-finite
-    vertices, face indices out of range, or zero surface area.
+    `units`: "m" or "mm" (converted). Raises EvalInputError for a missing or unreadable
+    file, a mesh without faces, non-finite vertices, face indices out of range, zero surface
+    area, or an extent over 1 m (under 1 mm with units="mm").
     """
     import trimesh
 
@@ -58,6 +80,7 @@ def load_mesh(path: str | Path):
         raise EvalInputError(f"{path}: {bad} vertices are NaN or infinite")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise EvalInputError(f"{path}: face indices out of range")
+    vertices = _to_metres(path, vertices, units, "the mesh")
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
     if not mesh.area > 0:
         raise EvalInputError(f"{path}: mesh has zero surface area")
@@ -72,8 +95,12 @@ class Annotation:
     obj_center: np.ndarray | None
 
 
-def load_annotation(path: str | Path) -> Annotation:
-    """Read `<id>.json` ({"joints": 21×3, "obj_center": 3}; either key may be absent)."""
+def load_annotation(path: str | Path, units: str = "m") -> Annotation:
+    """Read `<id>.json` ({"joints": 21×3, "obj_center": 3}; either key may be absent).
+
+    Returned in metres (`units`: "m" or "mm"). Joints spanning over 1 m, or an object
+    centre over 10 m from the camera, mean the units are wrong: EvalInputError.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -97,7 +124,15 @@ def load_annotation(path: str | Path) -> Annotation:
             raise EvalInputError(f"{path}: '{key}' contains NaN or infinite values")
         return arr
 
-    return Annotation(joints=_array("joints", (21, 3)), obj_center=_array("obj_center", (3,)))
+    joints, center = _array("joints", (21, 3)), _array("obj_center", (3,))
+    if joints is not None:
+        joints = _to_metres(path, joints, units, "'joints'")
+    if center is not None:
+        center = center * UNITS.get(units, 1.0)
+        if float(np.linalg.norm(center)) > 10 * MAX_EXTENT_M:
+            hint = "even read as millimetres" if units == "mm" else "millimetres? pass --units mm"
+            raise EvalInputError(f"{path}: 'obj_center' is over 10 m from the origin ({hint})")
+    return Annotation(joints=joints, obj_center=center)
 
 
 @dataclass(frozen=True)
@@ -132,6 +167,20 @@ def _index(directory: Path) -> dict[str, dict[str, Path]]:
                     raise EvalInputError(f"{p}: sample '{sid}' has two {role} meshes")
                 found.setdefault(sid, {})[role] = p
     return found
+
+
+def gt_counts(gt_dir: str | Path) -> dict[str, int]:
+    """How many GT samples have each part: "hand", "obj", "both" (hand and object), "json";
+    "samples": those with any mesh. What a complete prediction set is scored against."""
+    found = _index(Path(gt_dir))
+    meshed = [g for g in found.values() if "hand" in g or "obj" in g]
+    return {
+        "samples": len(meshed),
+        "hand": sum("hand" in g for g in meshed),
+        "obj": sum("obj" in g for g in meshed),
+        "both": sum("hand" in g and "obj" in g for g in meshed),
+        "json": sum("json" in g for g in meshed),
+    }
 
 
 def discover(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[SampleFiles], list[str]]:

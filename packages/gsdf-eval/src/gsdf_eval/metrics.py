@@ -19,21 +19,29 @@ def chamfer_cm2(d_pred: np.ndarray, d_gt: np.ndarray) -> float:
     return float(np.mean((d_pred * M_TO_CM) ** 2) + np.mean((d_gt * M_TO_CM) ** 2))
 
 
-def fscore(d_pred: np.ndarray, d_gt: np.ndarray, threshold_m: float) -> float:
+def fscore(d_pred: np.ndarray, d_gt: np.ndarray, threshold_m: float, eps: float = 0.0) -> float:
     """F-score at a distance threshold (m): harmonic mean of precision and recall.
 
-    precision: fraction of predicted samples within the threshold of GT (d_pred (N,));
-    recall: fraction of GT samples within the threshold of the prediction (d_gt (M,)).
+    precision: fraction of predicted samples strictly within the threshold of GT (d_pred
+    (N,)); recall: likewise for GT samples (d_gt (M,)). 2PR / (P + R + eps): the reference
+    code adds eps = 1e-7 to the denominator; with eps = 0, P = R = 0 gives 0.
     """
     precision = float(np.mean(d_pred < threshold_m))
     recall = float(np.mean(d_gt < threshold_m))
-    if precision + recall == 0:
+    if precision + recall + eps == 0:
         return 0.0
-    return 2 * precision * recall / (precision + recall)
+    return 2 * precision * recall / (precision + recall + eps)
 
 
 def joint_error_cm(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Eh: mean wrist-relative joint position error (cm) over joints (21, 3), wrist first."""
+    """Eh as the reference scores it: mean joint position error (cm) over joints (21, 3),
+    in the frame both sets are given in (the camera frame), without any alignment."""
+    diff = np.asarray(pred, dtype=np.float64) - np.asarray(gt, dtype=np.float64)
+    return float(np.linalg.norm(diff, axis=1).mean() * M_TO_CM)
+
+
+def joint_error_rel_cm(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Eh as the paper's text words it: mean wrist-relative joint error (cm), wrist first."""
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
     rel = (pred - pred[0]) - (gt - gt[0])
     return float(np.linalg.norm(rel, axis=1).mean() * M_TO_CM)

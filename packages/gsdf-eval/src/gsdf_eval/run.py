@@ -5,6 +5,14 @@ A set run writes, into its output directory, `per_sample.csv` (one row per sampl
 Chamfer distances are summarised by their median; F-scores, Eh, Eo, penetration depth and
 intersection volume by their mean; the contact ratio is the fraction of samples in contact.
 Both mean and median of every metric are stored as well.
+
+Protocols (`EvalSettings.protocol`): "gsdf" (default) reproduces the reference code step by
+step: its ICP with its stopping rule (align.align_reference), fresh 30,000-point samples of
+the aligned prediction and of the GT for the hand metrics (the reference's eval.py samples
+anew after alignment), F-scores 2PR/(P + R + 1e-7), and its signed-distance contact metrics
+(contact.contact_metrics_reference). "converged" runs ICP to its fixed point, reuses the
+alignment samples for the hand metrics and scores contact with the fast winding number and
+voxel centres (align.align_scale_translation, contact.contact_metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gsdf_eval.io import EvalInputError, SampleFiles, discover, load_annotation, load_mesh
+from gsdf_eval.io import (
+    EvalInputError,
+    SampleFiles,
+    discover,
+    gt_counts,
+    load_annotation,
+    load_mesh,
+)
 
 # `gsdf-eval pair --json` prints exactly these keys, in this order.
 PAIR_KEYS = (
@@ -45,6 +60,7 @@ ROW_KEYS = (
     "obj_fscore_5mm",
     "obj_fscore_10mm",
     "hand_joint_err_cm",
+    "hand_joint_err_rel_cm",
     "obj_center_err_cm",
     "penetration_cm",
     "intersection_cm3",
@@ -57,6 +73,22 @@ ROW_KEYS = (
     "align_converged",
 )
 
+# metric -> the GT part (io.gt_counts key) every sample of a complete run has it for
+EXPECTED_FROM = {
+    "hand_cd_cm2": "hand",
+    "hand_fscore_1mm": "hand",
+    "hand_fscore_5mm": "hand",
+    "obj_cd_cm2": "obj",
+    "obj_fscore_5mm": "obj",
+    "obj_fscore_10mm": "obj",
+    "hand_joint_err_cm": "json",
+    "hand_joint_err_rel_cm": "json",
+    "obj_center_err_cm": "json",
+    "contact_ratio_pct": "both",
+    "penetration_cm": "both",
+    "intersection_cm3": "both",
+}
+
 # metric -> statistic the paper reports for it
 SUMMARY_STATS = {
     "hand_cd_cm2": "median",
@@ -66,6 +98,7 @@ SUMMARY_STATS = {
     "obj_fscore_5mm": "mean",
     "obj_fscore_10mm": "mean",
     "hand_joint_err_cm": "mean",
+    "hand_joint_err_rel_cm": "mean",
     "obj_center_err_cm": "mean",
     "contact_ratio_pct": "mean",
     "penetration_cm": "mean",
@@ -73,14 +106,25 @@ SUMMARY_STATS = {
 }
 
 
+PROTOCOLS = ("gsdf", "converged")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
-    """n_points: surface samples per mesh; max_iter: ICP iteration cap; voxel: metres."""
+    """n_points: surface samples per mesh; max_iter: ICP iteration cap; voxel: lattice step
+    (metres); protocol: "gsdf" (the reference's, default) or "converged"; units: "m" or
+    "mm", what the input files are in."""
 
     n_points: int = 30_000
     max_iter: int = 100
     voxel: float = 0.005
     seed: int = 0
+    protocol: str = "gsdf"
+    units: str = "m"
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, not {self.protocol!r}")
 
 
 def score_pair(hand_pred, hand_gt, obj_pred=None, obj_gt=None, settings=EvalSettings(), seed=None):
@@ -105,26 +149,37 @@ def score_pair(hand_pred, hand_gt, obj_pred=None, obj_gt=None, settings=EvalSett
 def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
     import trimesh
 
-    from gsdf_eval.align import align_scale_translation, sample_surface
-    from gsdf_eval.contact import contact_metrics
+    from gsdf_eval.align import align_reference, align_scale_translation, sample_surface
+    from gsdf_eval.contact import contact_metrics, contact_metrics_reference
     from gsdf_eval.metrics import chamfer_cm2, fscore
     from gsdf_eval.nn import nn_distances
 
     if (obj_pred is None) != (obj_gt is None):
         raise EvalInputError("object metrics need both the predicted and the GT object mesh")
+    reference = settings.protocol == "gsdf"
+    # streams 0-3 as before protocols existed (so "converged" numbers are unchanged), 4-5
+    # the reference's fresh hand samples after alignment
     rngs = [
         np.random.default_rng(s)
-        for s in np.random.SeedSequence(settings.seed if seed is None else seed).spawn(4)
+        for s in np.random.SeedSequence(settings.seed if seed is None else seed).spawn(6)
     ]
     n = settings.n_points
+    eps = 1e-7 if reference else 0.0
     hp = sample_surface(hand_pred, n, rngs[0])
     hg = sample_surface(hand_gt, n, rngs[1])
-    al = align_scale_translation(hp, hg, max_iter=settings.max_iter)
+    if reference:
+        al = align_reference(hp, hg, max_iter=settings.max_iter)
+        d_hp, d_hg = nn_distances(
+            al.apply(sample_surface(hand_pred, n, rngs[4])), sample_surface(hand_gt, n, rngs[5])
+        )
+    else:
+        al = align_scale_translation(hp, hg, max_iter=settings.max_iter)
+        d_hp, d_hg = al.dist_src, al.dist_dst
     out = dict.fromkeys(PAIR_KEYS)
     out.update(
-        hand_cd_cm2=chamfer_cm2(al.dist_src, al.dist_dst),
-        hand_fscore_1mm=fscore(al.dist_src, al.dist_dst, 0.001),
-        hand_fscore_5mm=fscore(al.dist_src, al.dist_dst, 0.005),
+        hand_cd_cm2=chamfer_cm2(d_hp, d_hg),
+        hand_fscore_1mm=fscore(d_hp, d_hg, 0.001, eps),
+        hand_fscore_5mm=fscore(d_hp, d_hg, 0.005, eps),
         align_scale=al.scale,
         align_translation=[float(x) for x in al.translation],
     )
@@ -134,14 +189,15 @@ def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
         d_p, d_g = nn_distances(op, og)
         out.update(
             obj_cd_cm2=chamfer_cm2(d_p, d_g),
-            obj_fscore_5mm=fscore(d_p, d_g, 0.005),
-            obj_fscore_10mm=fscore(d_p, d_g, 0.010),
+            obj_fscore_5mm=fscore(d_p, d_g, 0.005, eps),
+            obj_fscore_10mm=fscore(d_p, d_g, 0.010, eps),
         )
         hand_al, obj_al = (
             trimesh.Trimesh(al.apply(np.asarray(m.vertices)), m.faces, process=False)
             for m in (hand_pred, obj_pred)
         )  # new meshes rather than copies: a copy hashes every cached array
-        out.update(contact_metrics(hand_al, obj_al, voxel=settings.voxel))
+        contact = contact_metrics_reference if reference else contact_metrics
+        out.update(contact(hand_al, obj_al, settings.voxel))
     out["align_iterations"] = al.iterations
     out["align_converged"] = al.converged
     return out
@@ -154,14 +210,15 @@ def sample_seed(base: int, sample_id: str) -> int:
 
 def score_sample(files: SampleFiles, settings: EvalSettings) -> dict:
     """One per-sample row (keys: id + ROW_KEYS; None where not computable)."""
-    from gsdf_eval.metrics import center_error_cm, joint_error_cm
+    from gsdf_eval.metrics import center_error_cm, joint_error_cm, joint_error_rel_cm
 
+    units = settings.units
     row = {"id": files.sample_id, **dict.fromkeys(ROW_KEYS)}
     if files.hand_pred is not None:
-        hand_pred, hand_gt = load_mesh(files.hand_pred), load_mesh(files.hand_gt)
+        hand_pred, hand_gt = load_mesh(files.hand_pred, units), load_mesh(files.hand_gt, units)
         obj_pred = obj_gt = None
         if files.obj_pred is not None:
-            obj_pred, obj_gt = load_mesh(files.obj_pred), load_mesh(files.obj_gt)
+            obj_pred, obj_gt = load_mesh(files.obj_pred, units), load_mesh(files.obj_gt, units)
         res = score_pair(
             hand_pred,
             hand_gt,
@@ -180,18 +237,20 @@ def score_sample(files: SampleFiles, settings: EvalSettings) -> dict:
         from gsdf_eval.nn import nn_distances
 
         rng = np.random.default_rng(sample_seed(settings.seed, files.sample_id))
-        op = sample_surface(load_mesh(files.obj_pred), settings.n_points, rng)
-        og = sample_surface(load_mesh(files.obj_gt), settings.n_points, rng)
+        op = sample_surface(load_mesh(files.obj_pred, units), settings.n_points, rng)
+        og = sample_surface(load_mesh(files.obj_gt, units), settings.n_points, rng)
         d_p, d_g = nn_distances(op, og)
+        eps = 1e-7 if settings.protocol == "gsdf" else 0.0
         row.update(
             obj_cd_cm2=chamfer_cm2(d_p, d_g),
-            obj_fscore_5mm=fscore(d_p, d_g, 0.005),
-            obj_fscore_10mm=fscore(d_p, d_g, 0.010),
+            obj_fscore_5mm=fscore(d_p, d_g, 0.005, eps),
+            obj_fscore_10mm=fscore(d_p, d_g, 0.010, eps),
         )
     if files.ann_pred is not None and files.ann_gt is not None:
-        ap, ag = load_annotation(files.ann_pred), load_annotation(files.ann_gt)
+        ap, ag = load_annotation(files.ann_pred, units), load_annotation(files.ann_gt, units)
         if ap.joints is not None and ag.joints is not None:
             row["hand_joint_err_cm"] = joint_error_cm(ap.joints, ag.joints)
+            row["hand_joint_err_rel_cm"] = joint_error_rel_cm(ap.joints, ag.joints)
         if ap.obj_center is not None and ag.obj_center is not None:
             row["obj_center_err_cm"] = center_error_cm(ap.obj_center, ag.obj_center)
     elif files.ann_pred is not None and files.ann_gt is None:
@@ -269,6 +328,7 @@ def run_set(
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
     samples, gt_only = discover(pred_dir, gt_dir)
+    expected = gt_counts(gt_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -290,6 +350,10 @@ def run_set(
 
     summary = {
         "name": name or out_dir.resolve().name,
+        "protocol": settings.protocol,
+        # every GT sample counts: a sample without a prediction is a partial run, not a
+        # smaller test set (`gsdf-eval table` marks it)
+        "n_expected": expected["samples"],
         "n_predictions": len(samples),
         "n_scored": len(rows),
         "skipped": skipped,
@@ -299,10 +363,14 @@ def run_set(
             "max_iter": settings.max_iter,
             "voxel_m": settings.voxel,
             "seed": settings.seed,
+            "protocol": settings.protocol,
+            "units": settings.units,
         },
         "metrics": summarize(rows),
         "per_sample_csv": "per_sample.csv",
     }
+    for key, entry in summary["metrics"].items():
+        entry["n_expected"] = expected[EXPECTED_FROM[key]]
     _write_atomic(out_dir / "per_sample.csv", _csv_text(rows))
     _write_atomic(out_dir / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
     return summary

@@ -2,7 +2,13 @@
 
 A run is an output directory of `gsdf-eval run` (or its summary.json). Columns follow the
 paper: CDh, FSh@1, FSh@5, CDo, FSo@5, FSo@10, Eh, Eo (Tables 1-2), then Cr, Pd, Iv
-(contact ratio %, penetration depth cm, intersection volume cm³).
+(contact ratio %, penetration depth cm, intersection volume cm³) and Eh-rel (the
+wrist-relative joint error; Eh is the reference's camera-frame error).
+
+Every table says which protocol scored its runs, and refuses runs of different protocols
+unless asked (their numbers are not comparable). A value computed on fewer samples than the
+GT set holds (predictions missing, samples skipped) is marked * and footnoted with the
+counts: a partial run never passes for a whole one.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ COLUMNS = (
     ("Cr", "contact_ratio_pct", 1),
     ("Pd", "penetration_cm", 2),
     ("Iv", "intersection_cm3", 2),
+    ("Eh-rel", "hand_joint_err_rel_cm", 2),
 )
+UNKNOWN_PROTOCOL = "unrecorded"  # summaries written before protocols were recorded
 
 
 @dataclass(frozen=True)
@@ -55,24 +63,81 @@ def load_run(path: str | Path) -> Run:
     return Run(summary.get("name") or summary_path.parent.name, summary, summary_path.parent)
 
 
-def _cells(run: Run) -> list[str]:
+def protocol_of(run: Run) -> str:
+    return str(run.summary.get("protocol") or UNKNOWN_PROTOCOL)
+
+
+def check_protocols(runs: list[Run], allow_mixed: bool = False) -> None:
+    """EvalInputError when runs were scored with different protocols and not allow_mixed."""
+    protocols = {protocol_of(r) for r in runs}
+    if len(protocols) > 1 and not allow_mixed:
+        which = ", ".join(f"{r.name}: {protocol_of(r)}" for r in runs)
+        raise EvalInputError(
+            f"runs were scored with different protocols ({which}); their numbers are not "
+            "comparable (pass --mixed-protocols to tabulate them anyway)"
+        )
+
+
+def _expected(run: Run) -> int | None:
+    n = run.summary.get("n_expected")
+    return n if isinstance(n, int) else None
+
+
+def _counts(run: Run, key: str) -> tuple[int | None, int | None]:
+    """(samples the metric was computed on, GT samples that have what it needs)."""
+    entry = run.summary["metrics"].get(key, {})
+    return entry.get("n"), entry.get("n_expected", _expected(run))
+
+
+def _partial(run: Run, key: str) -> bool:
+    """True when the metric covers some but not all of the GT samples it applies to."""
+    n, expected = _counts(run, key)
+    return bool(expected and n and n < expected)
+
+
+def _cells(run: Run, star: str = "*") -> list[str]:
     cells = []
     for _, key, dec in COLUMNS:
         value = run.summary["metrics"].get(key, {}).get("value")
-        cells.append("-" if value is None else f"{value:.{dec}f}")
+        text = "-" if value is None else f"{value:.{dec}f}"
+        cells.append(text + (star if value is not None and _partial(run, key) else ""))
     return cells
+
+
+def footnotes(runs: list[Run]) -> list[str]:
+    """The lines under a table: the protocol(s), then one line per partial run."""
+    protocols = [protocol_of(r) for r in runs]
+    if len(set(protocols)) == 1:
+        lines = [f"Protocol: {protocols[0]}."]
+    else:
+        lines = [
+            "Protocols: "
+            + "; ".join(f"{r.name}: {p}" for r, p in zip(runs, protocols, strict=True))
+        ]
+    for r in runs:
+        partial = [f"{h} %d/%d" % _counts(r, key) for h, key, _ in COLUMNS if _partial(r, key)]
+        if partial:
+            lines.append(
+                f"* {r.name}: partial, over fewer samples than the GT has ({', '.join(partial)}; "
+                f"{r.summary.get('n_scored')} of {_expected(r)} samples scored, "
+                f"{len(r.summary.get('gt_without_prediction') or [])} without a prediction, "
+                f"{len(r.summary.get('skipped') or [])} skipped)."
+            )
+    return lines
 
 
 def render(runs: list[Run], fmt: str = "md") -> str:
     """The table as text: fmt "md", "latex" or "csv"."""
     headers = ["Run"] + [h for h, _, _ in COLUMNS]
     rows = [[r.name, *_cells(r)] for r in runs]
+    notes = footnotes(runs)
     if fmt == "md":
         lines = [
             "| " + " | ".join(headers) + " |",
             "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|",
         ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", *notes]
         return "\n".join(lines) + "\n"
     if fmt == "latex":
 
@@ -97,6 +162,7 @@ def render(runs: list[Run], fmt: str = "md") -> str:
             r"C$_r$",
             r"P$_d\downarrow$",
             r"I$_v\downarrow$",
+            r"E$_h^{\mathrm{rel}}\downarrow$",
         ]
         lines = [
             r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
@@ -104,14 +170,27 @@ def render(runs: list[Run], fmt: str = "md") -> str:
             " & ".join(tex_headers) + r" \\",
             r"\midrule",
         ]
+        rows = [[r.name, *_cells(r, star="$^*$")] for r in runs]
         lines += [" & ".join([esc(row[0]), *row[1:]]) + r" \\" for row in rows]
-        lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [r"\bottomrule"]
+        lines += [
+            rf"\multicolumn{{{len(headers)}}}{{l}}{{\footnotesize "
+            + esc(note).replace("* ", "$^*$ ", 1)
+            + r"} \\"
+            for note in notes
+        ]
+        lines += [r"\end{tabular}"]
         return "\n".join(lines) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
+        # plain numbers for spreadsheets; the protocol and the counts as columns
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(rows)
+        writer.writerow([*headers, "protocol", "n_scored", "n_expected"])
+        for r in runs:
+            cells = [c.rstrip("*") for c in _cells(r)]
+            writer.writerow(
+                [r.name, *cells, protocol_of(r), r.summary.get("n_scored"), _expected(r)]
+            )
         return buf.getvalue()
     raise ValueError(f"unknown table format {fmt!r}")
 
