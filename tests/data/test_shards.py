@@ -237,3 +237,45 @@ def test_encoded_samples_write_the_same_shard(tmp_path):
     w = ShardWriter(tmp_path / "x.h5", n_points=P, precision="full")
     with pytest.raises(ValueError, match="other shard settings"):
         w.add(encode_sample(samples[0], P))  # encoded compact, written full
+
+
+def test_cached_fields_read_as_the_file_holds_them(tmp_path):
+    """get() serves per-sample fields from a per-process cache: the same values as a direct
+    h5py read, for every sample of every shard, and a caller's edit does not leak into it."""
+    import h5py
+
+    rng = np.random.default_rng(11)
+    _write(tmp_path, [_sample(i, rng) for i in range(5)], "compact")
+    ss = ShardSet(tmp_path)
+    keys = ("sample_id", "K", "joints", "norm_scale", "frame_idx", "image")
+    for i in (3, 0, 4, 1, 2):
+        got = ss.get(i, keys=keys)
+        with h5py.File(tmp_path / f"shard-{i // 2:05d}.h5", "r") as f:
+            j = i % 2
+            assert got["sample_id"] == f["sample_id"][j].decode()
+            assert got["frame_idx"] == int(f["frame_idx"][j])
+            for k in ("K", "joints", "norm_scale"):
+                np.testing.assert_array_equal(got[k], f[k][j], err_msg=k)
+        got["K"][:] = -1.0
+        assert ss.get(i, keys=("K",))["K"][0, 0] == np.float32(i + 1)
+
+
+@pytest.mark.parametrize("quality,sampling", [(95, 0x221111), (75, 0x411111)])
+def test_jpeg_decoders_agree_pixel_for_pixel(monkeypatch, quality, sampling):
+    """simplejpeg (when installed) and the OpenCV fallback give the same RGB pixels."""
+    import cv2
+
+    from gsdf_data import shards
+
+    if shards._simplejpeg() is None:
+        pytest.skip("simplejpeg not installed: only the OpenCV path exists")
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (5, 5), 2)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]
+    _, buf = cv2.imencode(".jpg", img, params)
+    fast = shards.decode_image(buf.tobytes())
+    monkeypatch.setattr(shards, "_simplejpeg", lambda: None)
+    slow = shards.decode_image(buf.tobytes())
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(slow, cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    assert fast.shape == (64, 80, 3) and fast.dtype == np.uint8
