@@ -1,12 +1,20 @@
-"""Training throughput: data loading samples/s (shards → model batches) and tiny-preset
-training samples/s per stage, on this machine's CPU (and CUDA when there is one).
+"""Training throughput: the data path (shards → model batches, with the reference
+augmentation) against the loader as it was before (bench/baseline_loader.py), interleaved in
+one run, and tiny-preset training samples/s per stage on this machine's CPU.
 
-The shard is written here from analytic spheres (40,000 points, 256×256 PNG images), so the
-bench depends only on the shard format, not on the synthetic-data generator.
+The shard is written here from analytic spheres (40,000 points, 256×256 JPEG images as in
+ObMan and the synthetic set), so the bench depends only on the shard format, not on the
+synthetic-data generator. Loader rows are one process, one thread: DataLoader workers
+multiply them. Each round times one pass over the shard for every variant in turn (the
+machine is shared and noisy); the table gives the median and the best round.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,17 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-N_SAMPLES = 32
+N_SAMPLES = 64
+ROUNDS = 7
 BATCH = 8
 STEPS = 6
+DEVICE_BATCH = 32
 
 
 def _write_shard(root: Path) -> None:
-    from gsdf_data.shards import ShardWriter, shard_name
+    """One JPEG shard with its manifest."""
+    import cv2
+    import trimesh
+
+    from gsdf_data.shards import ShardWriter, shard_name, write_manifest
 
     rng = np.random.default_rng(0)
     K = np.array([[300.0, 0, 127.5], [0, 300.0, 127.5], [0, 0, 1]], np.float32)
-    w = ShardWriter(root / shard_name(0))
+    w = ShardWriter(root / shard_name(0), image_format="jpg")
+    ico = trimesh.creation.icosphere(subdivisions=2)
     for i in range(N_SAMPLES):
         c_h = np.array([0.0, 0.0, 0.5]) + rng.normal(0, 0.02, 3)
         c_o = c_h + np.array([0.06, 0.0, 0.0])
@@ -32,13 +47,13 @@ def _write_shard(root: Path) -> None:
         scale, offset = 0.12, (c_h + c_o) / 2
         cam = unit * scale + offset
         yy, xx = np.mgrid[0:256, 0:256]
-        image = np.stack([xx, yy, (xx + yy) // 2], -1) + rng.integers(0, 40, (256, 256, 3))
-        ico = __import__("trimesh").creation.icosphere(subdivisions=2)
+        noise = cv2.GaussianBlur(rng.integers(0, 60, (256, 256, 3)).astype(np.uint8), (5, 5), 1.5)
+        image = np.stack([xx, yy, (xx + yy) // 2], -1) + noise
         w.add(
             {
                 "sample_id": f"b{i:04d}",
-                "seq_id": "b",
-                "frame_idx": i,
+                "seq_id": f"b{i // 8}",
+                "frame_idx": i % 8,
                 "image": np.clip(image, 0, 255).astype(np.uint8),
                 "K": K,
                 "joints": c_h + rng.normal(0, 0.03, (21, 3)),
@@ -56,18 +71,107 @@ def _write_shard(root: Path) -> None:
                 "obj_faces": ico.faces,
             }
         )
-    w.close()
+    write_manifest(root, [w.close()], {"expected_shards": 1, "config": {}})
 
 
-def _loading(shards, augment, video: bool) -> float:
-    from gsdf_model.data import AugmentConfig, GSDFDataset
+def _baseline_module():
+    path = Path(__file__).resolve().parent / "baseline_loader.py"
+    spec = importlib.util.spec_from_file_location("baseline_loader", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
-    ds = GSDFDataset(shards, 1000, 1000, video=video, augment=AugmentConfig() if augment else None)
-    ds[0]
-    t0 = time.perf_counter()
+
+def _pass_items(ds, epoch: int) -> None:
+    ds.set_epoch(epoch)
     for i in range(len(ds)):
         ds[i]
-    return len(ds) / (time.perf_counter() - t0)
+
+
+def _pass_batches(ds, epoch: int) -> None:
+    """Items collated into batches and finished as the training step does (to_device on
+    this CPU: uint8 → float, colour factors): the whole data path of one process."""
+    from gsdf_model.data import to_device
+
+    ds.set_epoch(epoch)
+    collate = torch.utils.data.default_collate
+    for s in range(0, len(ds), DEVICE_BATCH):
+        batch = collate([ds[i] for i in range(s, min(s + DEVICE_BATCH, len(ds)))])
+        to_device(batch, "cpu")
+
+
+def _loader_variants(shards) -> dict[str, tuple]:
+    from gsdf_model.data import AugmentConfig, GSDFDataset
+
+    old = _baseline_module()
+    return {
+        "before: read + decode + augment (uniform ±45°, float warp, BCS jitter)": (
+            _pass_items,
+            old.GSDFDataset(shards, 1000, 1000, augment=old.AugmentConfig()),
+        ),
+        "now: read + decode + augment (reference), batched finish on this CPU": (
+            _pass_batches,
+            GSDFDataset(shards, 1000, 1000, augment=AugmentConfig()),
+        ),
+        "now: the worker part alone (batch finish on the training device)": (
+            _pass_items,
+            GSDFDataset(shards, 1000, 1000, augment=AugmentConfig()),
+        ),
+        "before: no augmentation": (_pass_items, old.GSDFDataset(shards, 1000, 1000)),
+        "now: no augmentation, batched finish on this CPU": (
+            _pass_batches,
+            GSDFDataset(shards, 1000, 1000),
+        ),
+        "before: video (3 frames) + augment": (
+            _pass_items,
+            old.GSDFDataset(shards, 1000, 1000, video=True, augment=old.AugmentConfig()),
+        ),
+        "now: video (3 frames) + augment, batched finish on this CPU": (
+            _pass_batches,
+            GSDFDataset(shards, 1000, 1000, video=True, augment=AugmentConfig()),
+        ),
+    }
+
+
+def _jpeg_blobs(shards) -> list[bytes]:
+    """The shard's encoded images (read once, for the decoder rows)."""
+    out = []
+    for i in range(len(shards)):
+        s, j = shards._locate(i)
+        out.append(s.h5["image"][j].tobytes())
+    return out
+
+
+def _decoders(blobs: list[bytes]) -> dict[str, tuple]:
+    """JPEG decoding alone, both decoders on the shard's own images."""
+    import cv2
+    import simplejpeg
+
+    def cv(_ds, _epoch):
+        for b in blobs:
+            cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+    def sj(_ds, _epoch):
+        for b in blobs:
+            simplejpeg.decode_jpeg(b, colorspace="RGB")
+
+    return {"JPEG decode: OpenCV (before)": (cv, None), "JPEG decode: simplejpeg (now)": (sj, None)}
+
+
+def _interleaved(variants: dict[str, tuple], n: int) -> dict[str, tuple[list, list]]:
+    """Per variant, samples/s of each round by the wall clock and by this process's CPU
+    time, the variants timed in turn within each round."""
+    for fn, ds in variants.values():  # warm-up: files opened, caches filled, code loaded
+        fn(ds, 0)
+    rates: dict[str, tuple[list, list]] = {k: ([], []) for k in variants}
+    for r in range(ROUNDS):
+        for name, (fn, ds) in variants.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(ds, r + 1)
+            rates[name][0].append(n / (time.perf_counter() - t0))
+            rates[name][1].append(n / (time.process_time() - c0))
+    return rates
 
 
 def _training(shards, device: torch.device) -> dict[str, float]:
@@ -102,27 +206,30 @@ def _training(shards, device: torch.device) -> dict[str, float]:
 
 
 def run() -> dict:
+    import cv2
+
     from gsdf_data.shards import ShardSet
 
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     rows = []
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         _write_shard(Path(tmp))
         shards = ShardSet(tmp)
-        for augment in (False, True):
+        blobs = _jpeg_blobs(shards)
+        variants = _loader_variants(shards) | _decoders(blobs)
+        for name, (wall, cpu) in _interleaved(variants, len(shards)).items():
             rows.append(
                 {
-                    "what": "data loading" + (" + augmentation" if augment else ""),
-                    "device": "cpu (1 process)",
-                    "samples_per_s": round(_loading(shards, augment, False), 1),
+                    "what": name,
+                    "device": "cpu (1 process, 1 thread)",
+                    "samples_per_s": round(statistics.median(wall), 1),
+                    "best_samples_per_s": round(max(wall), 1),
+                    "per_cpu_s": round(statistics.median(cpu), 1),
                 }
             )
-        rows.append(
-            {
-                "what": "data loading, video (3 frames)",
-                "device": "cpu (1 process)",
-                "samples_per_s": round(_loading(shards, False, True), 1),
-            }
-        )
+        load.append(os.getloadavg()[0])
         devices = [torch.device("cpu")]
         if torch.cuda.is_available():
             devices.append(torch.device("cuda"))
@@ -139,7 +246,15 @@ def run() -> dict:
     return {
         "rows": rows,
         "notes": [
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-            "data loading: one process; DataLoader workers multiply it",
+            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores",
+            f"{N_SAMPLES} samples, 1,000 + 1,000 SDF points each, 256×256 JPEG "
+            f"(mean {np.mean([len(b) for b in blobs]) / 1024:.0f} KiB); "
+            f"{ROUNDS} interleaved rounds: samples_per_s is the median, best_ the best round "
+            "(wall clock); per_cpu_s: samples per second of this process's CPU time (median), "
+            "what one process does on a core of its own",
+            "before: bench/baseline_loader.py (the loader of commit 1ba7aab); now: "
+            "gsdf_model.data.GSDFDataset + to_device with a batch of "
+            f"{DEVICE_BATCH}",
+            f"1-min load average {load[0]:.1f} before the loader rows, {load[1]:.1f} after",
         ],
     }

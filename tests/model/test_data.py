@@ -1,13 +1,23 @@
-"""gsdf_model.data: shard sample → model batch, checked against analytic spheres and a
-hand-computed projection."""
+"""gsdf_model.data: shard sample → model batch, checked against analytic spheres, a
+hand-computed projection, the same point draws as before, and the reference code's
+augmentation distribution (zerchen/gSDF `get_aug_config`)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from gsdf_model.data import AugmentConfig, GSDFDataset, InMemoryShards, rotate_image
+from gsdf_model.data import (
+    AugmentConfig,
+    GSDFDataset,
+    InMemoryShards,
+    default_workers,
+    image_warp,
+    to_device,
+    warp_image,
+)
 
 K = np.array([[300.0, 0.0, 128.0], [0.0, 300.0, 128.0], [0.0, 0.0, 1.0]], dtype=np.float32)
 
@@ -49,13 +59,21 @@ def sphere_sample(rng, sample_id="s0", seq_id="q", frame_idx=0, n=4000, size=256
     }
 
 
+def finished(item):
+    """The item as the training step sees it: batched, on the device, image finished."""
+    return to_device(torch.utils.data.default_collate([item]), "cpu")
+
+
 def test_points_and_sdf_in_camera_frame_metres():
     rng = np.random.default_rng(0)
     s = sphere_sample(rng)
     ds = GSDFDataset(InMemoryShards([s]), n_hand=200, n_obj=300)
     item = ds[0]
-    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == torch.float32
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == torch.uint8
+    np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), s["image"])
+    image = finished(item)["image"]
+    assert image.dtype == torch.float32
+    torch.testing.assert_close(image[0], item["image"].float() / 255)
     pts = item["points"].double().numpy()
     assert pts.shape == (500, 3)
     c_h, r_h, c_o, r_o = s["_centres"]
@@ -75,14 +93,51 @@ def test_same_seed_epoch_index_same_item_new_epoch_new_points():
     assert not torch.equal(a["points"], ds[0]["points"])
 
 
+def _reference_item(shards, seed, epoch, i, n_hand, n_obj):
+    """Written out here, independently of the loader: the point draw the loader has always
+    made for (seed, epoch, index), then the reference augmentation drawn from the same stream
+    (rotate with p = 0.6 by clip(N(0, 1), ±2)·45°, colour ×U[0.8, 1.2] per channel)."""
+    rng = np.random.default_rng([seed, epoch, i])
+    s = shards[i]
+    pts, sdf_h, sdf_o = shards.sample_sdf(i, n_hand, n_obj, rng)
+    cam = pts.astype(np.float64) * float(s["norm_scale"]) + s["norm_offset"]
+    deg = 0.0
+    if rng.random() < 0.6:
+        deg = float(np.clip(rng.standard_normal(), -2.0, 2.0) * 45.0)
+    colour = rng.uniform(0.8, 1.2, 3)
+    c, si = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    R = np.array([[c, -si, 0.0], [si, c, 0.0], [0.0, 0.0, 1.0]])
+    return {
+        "points": cam @ R.T,
+        "sdf_hand": sdf_h * float(s["norm_scale"]),
+        "sdf_obj": sdf_o * float(s["norm_scale"]),
+        "joints": s["joints"].astype(np.float64) @ R.T,
+        "obj_center": R @ s["obj_center"],
+        "colour": colour,
+    }
+
+
+def test_same_samples_and_reference_augmentation_per_item():
+    rng = np.random.default_rng(6)
+    shards = InMemoryShards([sphere_sample(rng, sample_id=f"s{i}") for i in range(4)])
+    ds = GSDFDataset(shards, n_hand=64, n_obj=32, augment=AugmentConfig(), seed=9)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item, ref = ds[i], _reference_item(shards, 9, epoch, i, 64, 32)
+            for k in ("points", "sdf_hand", "sdf_obj", "joints", "obj_center", "colour"):
+                np.testing.assert_allclose(item[k].numpy(), ref[k], atol=2e-6, err_msg=k)
+
+
 def test_rotation_keeps_image_points_joints_consistent():
     """After augmentation the dot drawn at joint 5 is where the rotated joint 5 projects, and
     the SDFs are still the analytic SDFs of the rotated spheres."""
     rng = np.random.default_rng(2)
     s = sphere_sample(rng)
-    aug = AugmentConfig(rotation_deg=45.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    aug = AugmentConfig(rotation_prob=1.0, colour_scale=0.0)
     ds = GSDFDataset(InMemoryShards([s]), n_hand=100, n_obj=100, augment=aug)
-    for epoch in range(4):
+    angles = []
+    for epoch in range(6):
         ds.set_epoch(epoch)
         item = ds[0]
         j = item["joints"].double().numpy()
@@ -92,10 +147,9 @@ def test_rotation_keeps_image_points_joints_consistent():
             np.linalg.norm(j[:, :2], axis=1), np.linalg.norm(s["joints"][:, :2], axis=1), atol=1e-5
         )
         angle = math.atan2(j[5, 1], j[5, 0]) - math.atan2(s["joints"][5, 1], s["joints"][5, 0])
-        angle = (angle + math.pi) % (2 * math.pi) - math.pi
-        assert abs(angle) <= math.radians(45.0) + 1e-6
+        angles.append((angle + math.pi) % (2 * math.pi) - math.pi)
         u, v = (K @ j[5])[:2] / j[5][2]
-        gray = item["image"].sum(0).numpy()
+        gray = finished(item)["image"][0].sum(0).numpy()
         vy, ux = np.unravel_index(np.argmax(gray), gray.shape)
         assert abs(ux - u) <= 1.5 and abs(vy - v) <= 1.5
         # the object centre and the SDF points turned with the image
@@ -107,18 +161,80 @@ def test_rotation_keeps_image_points_joints_consistent():
         pts = item["points"].double().numpy()
         d_o = np.linalg.norm(pts - R_c_o, axis=1) - r_o
         np.testing.assert_allclose(item["sdf_obj"], d_o, atol=1e-5)
+    assert min(abs(a) for a in angles) > 1e-3  # p = 1: every epoch turned
 
 
-def test_rotate_image_identity_and_quarter_turn():
-    img = torch.rand(3, 32, 32)
+def _angles_and_colours(aug, n):
+    """Rotation angles (degrees, read back from the joints) and colour factors of n items."""
+    size = 8
+    Ks = np.array([[20.0, 0.0, 3.5], [0.0, 20.0, 3.5], [0.0, 0.0, 1.0]], np.float32)
+    s = sphere_sample(np.random.default_rng(8), n=64)
+    s["image"], s["K"] = np.full((size, size, 3), 200, np.uint8), Ks
+    ds = GSDFDataset(InMemoryShards([s] * n), n_hand=0, n_obj=0, augment=aug, image_size=size)
+    j0 = s["joints"][5].astype(np.float64)
+    angles, colours = np.empty(n), np.empty((n, 3))
+    for i in range(n):
+        item = ds[i]
+        j = item["joints"][5].double().numpy()
+        angles[i] = math.degrees(math.atan2(j[1], j[0]) - math.atan2(j0[1], j0[0]))
+        colours[i] = item["colour"].numpy()
+    return (angles + 180.0) % 360.0 - 180.0, colours
+
+
+def test_rotation_angle_distribution_is_the_reference():
+    """p = 0.6 of turning; turned angles N(0, 45°) clipped to ±90° (the clipped mass sits at
+    ±90°). The same statistics reject the uniform ±45° option, so they can fail."""
+    from scipy import stats
+
+    n = 1500
+    angles, _ = _angles_and_colours(AugmentConfig(), n)
+    turned = angles[np.abs(angles) > 1e-6]
+    p = len(turned) / n
+    assert abs(p - 0.6) < 4 * math.sqrt(0.6 * 0.4 / n)
+    assert np.abs(angles).max() <= 90.0 + 1e-4
+    at_clip = np.abs(np.abs(turned) - 90.0) < 1e-4
+    q = 2 * stats.norm.sf(2.0)  # 4.6 % beyond 2σ
+    assert abs(at_clip.mean() - q) < 4 * math.sqrt(q * (1 - q) / len(turned))
+    inner = turned[~at_clip]
+    truncated = stats.truncnorm(-2.0, 2.0, scale=45.0)
+    assert stats.kstest(inner, truncated.cdf).pvalue > 1e-3
+    uniform, _ = _angles_and_colours(AugmentConfig(rotation_dist="uniform", rotation_prob=1.0), n)
+    assert np.abs(uniform).max() <= 45.0 + 1e-4
+    assert stats.kstest(uniform, truncated.cdf).pvalue < 1e-6
+
+
+def test_colour_factors_are_the_reference_and_applied_per_channel():
+    from scipy import stats
+
+    _, colours = _angles_and_colours(AugmentConfig(), 1000)
+    for c in range(3):
+        assert stats.kstest(colours[:, c], stats.uniform(0.8, 0.4).cdf).pvalue > 1e-3
+    corr = np.corrcoef(colours.T)
+    assert np.abs(corr - np.eye(3)).max() < 0.1  # independent channels
+    # applied on the device: a flat 240 grey becomes min(240·f / 255, 1) per channel
+    s = sphere_sample(np.random.default_rng(9))
+    s["image"][:] = 240
+    aug = AugmentConfig(rotation_prob=0.0, colour_scale=0.2)
+    ds = GSDFDataset(InMemoryShards([s] * 6), n_hand=0, n_obj=0, augment=aug)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(6)])
+    image = to_device(batch, "cpu")["image"]
+    want = np.minimum(240.0 * batch["colour"].numpy() / 255.0, 1.0)
+    np.testing.assert_allclose(image.amax(dim=(2, 3)).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(image.amin(dim=(2, 3)).numpy(), want, atol=1e-6)
+    assert (batch["colour"] > 1.0).any() and (image.amax(dim=(2, 3)) == 1.0).any()  # clipped
+
+
+def test_warp_identity_and_quarter_turn():
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Ks = np.array([[50.0, 0, 15.5], [0, 50.0, 15.5], [0, 0, 1]])
-    same = rotate_image(img, Ks, np.eye(3))
-    torch.testing.assert_close(same, img, atol=1e-5, rtol=0)
+    M, K_out = image_warp(Ks, img.shape[:2], 32, np.eye(3))
+    assert M is None and np.array_equal(warp_image(img, M, 32), img)
+    np.testing.assert_allclose(K_out, Ks)
     # 90° about z with the principal point at the image centre: a pure pixel rotation
     R = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    out = rotate_image(img, Ks, R)
+    out = warp_image(img, image_warp(Ks, img.shape[:2], 32, R)[0], 32)
     # X' = R X maps pixel (u, v) about the centre to (c - (v - c), c + (u - c))
-    torch.testing.assert_close(out, torch.rot90(img, k=-1, dims=(1, 2)), atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(out, np.rot90(img, k=-1, axes=(0, 1)))
 
 
 def test_video_frames_by_frame_index_clamped_at_sequence_ends():
@@ -133,10 +249,27 @@ def test_video_frames_by_frame_index_clamped_at_sequence_ends():
         item = ds[i]
         assert item["image"].shape == (3, 3, 256, 256)
         assert "points" not in item
-        red = [round(float(item["image"][t, 0, 0, 0]) * 255 / 10) for t in range(3)]
+        red = [int(item["image"][t, 0, 0, 0]) // 10 for t in range(3)]
         f = s["frame_idx"]
         lo, hi = (0, 2) if s["seq_id"] == "a" else (3, 6)
         assert red == [max(f - 1, lo), f, min(f + 1, hi)]
+
+
+def test_video_frames_share_one_rotation_and_colour():
+    rng = np.random.default_rng(10)
+    samples = [sphere_sample(rng, sample_id=f"a{f}", seq_id="a", frame_idx=f) for f in range(3)]
+    for s in samples:
+        s["image"][..., 1] = 100
+    aug = AugmentConfig(rotation_prob=1.0)
+    ds = GSDFDataset(InMemoryShards(samples), n_hand=0, n_obj=0, video=True, augment=aug)
+    item = ds[1]
+    # green 100 everywhere the warp saw the image: the same footprint in all three frames
+    inside = item["image"][:, 1] == 100
+    assert torch.equal(inside[0], inside[1]) and torch.equal(inside[1], inside[2])
+    assert 0.3 < float(inside[1].float().mean()) < 1.0  # turned: black corners
+    image = finished(item)["image"][0]  # (T, 3, S, S)
+    g = image[:, 1][inside]
+    torch.testing.assert_close(g, torch.full_like(g, 100 / 255 * float(item["colour"][1])))
 
 
 def test_non_256_image_is_resized_and_K_follows():
@@ -156,3 +289,9 @@ def test_odd_point_counts(n_hand, n_obj):
     item = GSDFDataset(InMemoryShards([s]), n_hand=n_hand, n_obj=n_obj)[0]
     assert item["points"].shape == (n_hand + n_obj, 3)
     assert item["sdf_hand"].shape == item["sdf_obj"].shape == (n_hand + n_obj,)
+
+
+@pytest.mark.parametrize("cores,local_world,want", [(16, 1, 15), (16, 2, 7), (2, 1, 1), (1, 1, 0)])
+def test_default_workers_from_this_machines_cores(monkeypatch, cores, local_world, want):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_workers(local_world) == want

@@ -158,7 +158,11 @@ class TrainConfig:
     warm-up at the start of each stage (0: none). amp: "auto" (bf16 if the GPU supports it,
     else fp16; off on CPU), "bf16", "fp16" or "off". backbone_init: how a fresh run's ResNets
     start: "imagenet" (torchvision's weights, the paper presets), "none" (random) or a
-    state-dict file.
+    state-dict file. Augmentation (`data.AugmentConfig`, the reference code's by default):
+    rotation_deg is the angle's σ ("gaussian", clipped to ±90°) or half-range ("uniform"),
+    applied with probability rotation_prob; colour_jitter: each channel × U[1 − x, 1 + x].
+    num_workers: DataLoader workers per process; None: from this machine's cores
+    (`data.default_workers`).
     """
 
     pose_epochs: int = 100
@@ -173,8 +177,10 @@ class TrainConfig:
     n_obj: int = 1000
     augment: bool = True
     rotation_deg: float = 45.0
-    colour_jitter: float = 0.3
-    num_workers: int = 8
+    rotation_dist: str = "gaussian"
+    rotation_prob: float = 0.6
+    colour_jitter: float = 0.2
+    num_workers: int | None = None
     amp: str = "auto"
     grad_clip: float = 0.0
     warmup_steps: int = 0

@@ -3,9 +3,15 @@
 Owns the step from a shard sample (numpy, unit-cube SDF points; see docs/contracts.md) to
 the model batch (torch, camera frame, metres): balanced SDF point sampling, unit-cube →
 camera conversion, video frame gathering (t−1, t, t+1 of one sequence, clamped at the
-sequence ends), and the paper's augmentation (rotation about the camera's optical axis
-within ±45°, applied consistently to the image, the points, the joints and the object
-centre; colour jitter).
+sequence ends), and the reference code's augmentation (docs/fidelity.md): a rotation about
+the camera's optical axis, applied consistently to the image, the points, the joints and the
+object centre, and a colour scale per channel.
+
+The work is split where it is cheapest. A DataLoader worker decodes the JPEG, warps the
+uint8 image once (crop/resize and rotation in one affine map, as the reference's
+`generate_patch_image`), rotates the 3D targets and draws the SDF points; the colour scale is
+applied in `to_device`, batched, on the training device, where the uint8 image becomes float
+(4x fewer bytes through the workers' shared memory and the host-to-device copy).
 
 Every random choice comes from a generator seeded by (seed, epoch, index), so a sample is
 the same whatever DataLoader worker draws it, and a resumed run sees the same stream.
@@ -14,29 +20,74 @@ the same whatever DataLoader worker draws it, and a resumed run sees the same st
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation ranges. rotation_deg: uniform in ±rotation_deg about the optical axis;
-    brightness/contrast/saturation: factors uniform in [1 − x, 1 + x]."""
+    """Augmentation; the defaults are the reference code's (zerchen/gSDF `get_aug_config`).
+
+    rotation: with probability `rotation_prob` the sample turns about the optical axis by an
+    angle ~ N(0, rotation_deg²) clipped to ±rotation_clip_deg ("gaussian"), or uniform in
+    ±rotation_deg ("uniform", the paper's "±45°"); otherwise not at all.
+    colour: each RGB channel × U[1 − colour_scale, 1 + colour_scale], then clipped.
+    """
 
     rotation_deg: float = 45.0
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
+    rotation_clip_deg: float = 90.0
+    rotation_prob: float = 0.6
+    rotation_dist: str = "gaussian"
+    colour_scale: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.rotation_dist not in ("gaussian", "uniform"):
+            raise ValueError(
+                f"rotation_dist must be 'gaussian' or 'uniform', got {self.rotation_dist!r}"
+            )
+
+
+def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[float, np.ndarray]:
+    """(rotation angle in radians, colour factors (3,)) for one sample."""
+    angle = 0.0
+    if rng.random() < cfg.rotation_prob:
+        if cfg.rotation_dist == "gaussian":
+            deg = float(
+                np.clip(
+                    rng.standard_normal() * cfg.rotation_deg,
+                    -cfg.rotation_clip_deg,
+                    cfg.rotation_clip_deg,
+                )
+            )
+        else:
+            deg = float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
+        angle = math.radians(deg)
+    colour = rng.uniform(1.0 - cfg.colour_scale, 1.0 + cfg.colour_scale, 3)
+    return angle, colour.astype(np.float32)
+
+
+def worker_init(_worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: one OpenCV thread per worker (torch already runs one);
+    the workers are the parallelism, more threads each only oversubscribe the cores."""
+    cv2.setNumThreads(1)
+
+
+def default_workers(local_world_size: int = 1) -> int:
+    """DataLoader workers for one training process: the cores this process may run on, shared
+    among the processes of this machine, less one for the process itself."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, cores // max(1, int(local_world_size)) - 1)
 
 
 def open_shards(path: str | Path, allow_partial: bool = False, progress: bool = False):
@@ -53,62 +104,45 @@ def _rot_z(angle: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-def rotate_image(image: torch.Tensor, K: np.ndarray, R: np.ndarray) -> torch.Tensor:
-    """Warp an image as if the scene had been rotated by R about the camera centre.
+def image_warp(K: np.ndarray, hw: tuple[int, int], size: int, R: np.ndarray):
+    """The affine map of an (H, W) image to the (size, size) input, turned by R.
 
-    image: (C, H, W) or (T, C, H, W) float; K: (3, 3); R: (3, 3) rotation of camera-frame
-    points (X' = R X). Output pixel u' samples the input at H⁻¹u' with H = K R K⁻¹, so a
-    point that projected to u now projects to H u. Pixel centres at integer coordinates;
-    outside the input is black.
+    K: (3, 3) intrinsics of the image; R: (3, 3) rotation about the optical axis of
+    camera-frame points (X' = R X). Returns (M (2, 3) pixel map from input to output, or None
+    when it is the identity; K' (3, 3) of the output). A resize scales about pixel edges
+    (pixel centres at integer coordinates: u' = (u + 0.5)·s − 0.5); the rotation is
+    H = K' R K'⁻¹, so a point that projected to u' now projects to H u'. H is affine because R
+    turns about the z axis.
     """
-    squeeze = image.dim() == 3
-    img = image[None] if squeeze else image
-    _, _, h, w = img.shape
-    hinv = K @ R.T @ np.linalg.inv(K)
-    v, u = np.meshgrid(
-        np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
-    )
-    uv1 = np.stack([u, v, np.ones_like(u)], -1) @ hinv.T  # (H, W, 3)
-    src = uv1[..., :2] / uv1[..., 2:3]
-    grid = np.empty_like(src)
-    grid[..., 0] = (2.0 * src[..., 0] + 1.0) / w - 1.0
-    grid[..., 1] = (2.0 * src[..., 1] + 1.0) / h - 1.0
-    grid_t = torch.from_numpy(grid.astype(np.float32))[None].expand(img.shape[0], h, w, 2)
-    out = F.grid_sample(img, grid_t, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[0] if squeeze else out
+    h, w = hw
+    K = np.asarray(K, dtype=np.float64)
+    turned = R[0, 1] != 0.0 or R[0, 0] != 1.0
+    if (h, w) == (size, size) and not turned:
+        return None, K
+    sx, sy = size / w, size / h
+    A = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    K_out = A @ K
+    M = K_out @ R @ np.linalg.inv(K_out) @ A if turned else A
+    return M[:2], K_out
 
 
-def colour_jitter(
-    image: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig
-) -> torch.Tensor:
-    """Brightness, contrast and saturation jitter. image: (..., 3, H, W) in [0, 1]; the same
-    factors for every frame of a clip."""
-    b = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
-    c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
-    s = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
-    img = image * b
-    mean = img.mean(dim=(-3, -2, -1), keepdim=True)
-    img = (img - mean) * c + mean
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype).view(3, 1, 1)
-    gray = (img * weights).sum(dim=-3, keepdim=True)
-    img = (img - gray) * s + gray
-    return img.clamp_(0.0, 1.0)
+def warp_image(image: np.ndarray, M: np.ndarray | None, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 → (size, size, 3) uint8 through the map M of `image_warp`: bilinear,
+    black outside (OpenCV's warpAffine, the reference's warp)."""
+    if M is None:
+        return image
+    return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def _image_tensor(image: np.ndarray, K: np.ndarray, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """(H, W, 3) uint8 → (3, size, size) float in [0, 1], and K scaled to match."""
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    h, w = img.shape[-2:]
-    K = K.astype(np.float64).copy()
-    if (h, w) != (size, size):
-        img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        sx, sy = size / w, size / h
-        # Pixel centres at integers: u' = (u + 0.5)·s − 0.5.
-        K[0] *= sx
-        K[1] *= sy
-        K[0, 2] += 0.5 * sx - 0.5
-        K[1, 2] += 0.5 * sy - 0.5
-    return img, K
+def apply_colour(image: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
+    """Float image in [0, 1]: image (B, 3, H, W) or (B, T, 3, H, W), uint8 0–255 or float
+    0–1; colour (B, 3) per-channel factors (one set for all frames of a clip) or None.
+    Clipped as the reference clips at 255."""
+    img = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
+    if colour is None:
+        return img
+    shape = (img.shape[0],) + (1,) * (img.dim() - 4) + (3, 1, 1)
+    return img.mul_(colour.to(img.dtype).view(shape)).clamp_(0.0, 1.0)
 
 
 _ITEM_KEYS = ("sample_id", "image", "K", "joints", "obj_center", "norm_offset", "norm_scale")
@@ -169,10 +203,10 @@ class GSDFDataset(Dataset):
 
     Each item is a dict of tensors in the camera frame, metres (docs/contracts.md, "Model
     batch"), without the batch dimension:
-      image (3, S, S) float — or (T, 3, S, S) with T = 3 when `video` (frames t−1, t, t+1);
+      image (3, S, S) uint8 — or (T, 3, S, S) with T = 3 when `video` (frames t−1, t, t+1);
       K (3, 3); joints (21, 3); obj_center (3,); points (N, 3); sdf_hand (N,); sdf_obj (N,)
-      with N = n_hand + n_obj (absent when both are 0); plus sample_id (str), index (int).
-    Images are in [0, 1] unless `imagenet_norm`, which standardises with ImageNet statistics.
+      with N = n_hand + n_obj (absent when both are 0); colour (3,) per-channel factors when
+      augmenting (`to_device` applies them); plus sample_id (str), index (int).
     """
 
     def __init__(
@@ -183,7 +217,6 @@ class GSDFDataset(Dataset):
         video: bool = False,
         augment: AugmentConfig | None = None,
         image_size: int = 256,
-        imagenet_norm: bool = False,
         seed: int = 0,
     ) -> None:
         self.shards = open_shards(shards) if isinstance(shards, str | Path) else shards
@@ -191,7 +224,6 @@ class GSDFDataset(Dataset):
         self.video = bool(video)
         self.augment = augment
         self.image_size = int(image_size)
-        self.imagenet_norm = bool(imagenet_norm)
         self.seed = int(seed)
         self.epoch = 0
         self._neighbours = self._frame_neighbours() if video else None
@@ -221,10 +253,31 @@ class GSDFDataset(Dataset):
                 neighbours[i] = (order[max(k - 1, 0)], order[min(k + 1, len(order) - 1)])
         return neighbours
 
+    def _image(self, image: np.ndarray, K: np.ndarray, R: np.ndarray):
+        """(3, S, S) uint8 tensor (a view of the warped HWC array) and its K (3, 3)."""
+        M, K_out = image_warp(K, image.shape[:2], self.image_size, R)
+        img = warp_image(image, M, self.image_size)
+        return torch.from_numpy(img).permute(2, 0, 1), K_out
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         s = fetch_sample(self.shards, index, _ITEM_KEYS)
-        img, K = _image_tensor(s["image"], np.asarray(s["K"]), self.image_size)
+        item: dict[str, Any] = {}
+        points = None
+        if self.n_hand + self.n_obj > 0:
+            # drawn first: the same points for the same (seed, epoch, index) as before
+            pts, sdf_h, sdf_o = _sdf_points(self.shards, index, self.n_hand, self.n_obj, rng)
+            scale = np.float32(s["norm_scale"])
+            points = np.asarray(pts, np.float32) * scale + np.asarray(s["norm_offset"], np.float32)
+            item["sdf_hand"] = torch.from_numpy(np.asarray(sdf_h, np.float32) * scale)
+            item["sdf_obj"] = torch.from_numpy(np.asarray(sdf_o, np.float32) * scale)
+        R = np.eye(3)
+        if self.augment is not None:
+            angle, colour = draw_augmentation(rng, self.augment)
+            R = _rot_z(angle)
+            item["colour"] = torch.from_numpy(colour)
+
+        img, K = self._image(s["image"], np.asarray(s["K"]), R)
         if self.video:
             prev_i, next_i = self._neighbours[index]
             frames = []
@@ -232,52 +285,31 @@ class GSDFDataset(Dataset):
                 if j == index:
                     frames.append(img)
                 else:
-                    other = fetch_sample(self.shards, j, ("image", "K"))
-                    frames.append(
-                        _image_tensor(other["image"], np.asarray(other["K"]), self.image_size)[0]
-                    )
+                    o = fetch_sample(self.shards, j, ("image", "K"))
+                    frames.append(self._image(o["image"], np.asarray(o["K"]), R)[0])
             img = torch.stack(frames)  # (3, 3, S, S)
 
-        joints = np.asarray(s["joints"], dtype=np.float64)
-        obj_center = np.asarray(s["obj_center"], dtype=np.float64)
-        item: dict[str, Any] = {}
-        points = None
-        if self.n_hand + self.n_obj > 0:
-            pts, sdf_h, sdf_o = _sdf_points(self.shards, index, self.n_hand, self.n_obj, rng)
-            scale = float(s["norm_scale"])
-            points = np.asarray(pts, dtype=np.float64) * scale + np.asarray(s["norm_offset"])
-            item["sdf_hand"] = torch.from_numpy(np.asarray(sdf_h, dtype=np.float32) * scale)
-            item["sdf_obj"] = torch.from_numpy(np.asarray(sdf_o, dtype=np.float32) * scale)
-
-        if self.augment is not None:
-            angle = math.radians(rng.uniform(-self.augment.rotation_deg, self.augment.rotation_deg))
-            R = _rot_z(angle)
-            img = rotate_image(img, K, R)
-            joints = joints @ R.T
-            obj_center = R @ obj_center
-            if points is not None:
-                points = points @ R.T
-            img = colour_jitter(img, rng, self.augment)
-
-        if self.imagenet_norm:
-            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-            img = (img - mean) / std
-
-        item["image"] = img.contiguous()
+        Rf = R.T.astype(np.float32)
+        item["image"] = img
         item["K"] = torch.from_numpy(K.astype(np.float32))
-        item["joints"] = torch.from_numpy(joints.astype(np.float32))
-        item["obj_center"] = torch.from_numpy(obj_center.astype(np.float32))
+        item["joints"] = torch.from_numpy(np.asarray(s["joints"], np.float32) @ Rf)
+        item["obj_center"] = torch.from_numpy(np.asarray(s["obj_center"], np.float32) @ Rf)
         if points is not None:
-            item["points"] = torch.from_numpy(points.astype(np.float32))
+            item["points"] = torch.from_numpy(points @ Rf)
         item["sample_id"] = str(s["sample_id"])
         item["index"] = int(index)
         return item
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """Move the tensors of a collated batch to `device` (other values unchanged)."""
-    return {
+    """Move the tensors of a collated batch to `device` (other values unchanged; copies do
+    not block, so a pinned batch overlaps the running step) and finish its images there:
+    uint8 → float in [0, 1] with the batch's colour factors applied (`apply_colour`)."""
+    out = {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+    colour = out.pop("colour", None)
+    if "image" in out and (colour is not None or out["image"].dtype == torch.uint8):
+        out["image"] = apply_colour(out["image"], colour)
+    return out

@@ -101,7 +101,10 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
     obj = "hand only" if cfg.pose_obj_weight == 0 else f"+ object centre x{cfg.pose_obj_weight}"
     own = min(t.own_points_epochs, t.sdf_epochs)
     aug = (
-        f"rotation ±{t.rotation_deg:g}°, colour jitter {t.colour_jitter:g}" if t.augment else "off"
+        f"rotation {t.rotation_dist} {t.rotation_deg:g}° (p {t.rotation_prob:g}), "
+        f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel"
+        if t.augment
+        else "off"
     )
     return [
         "schedule (global batches, split over DDP processes; lr restarts at each stage):",

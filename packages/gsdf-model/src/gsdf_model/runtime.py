@@ -69,12 +69,11 @@ def is_video(model_cfg: Any) -> bool:
 
 
 def loader_options(model_cfg: Any) -> dict[str, Any]:
-    """Dataset options that follow from the network configuration. Images stay in [0, 1]:
-    the network applies the ImageNet mean/std itself (ModelConfig.image_mean/std)."""
+    """Dataset options that follow from the network configuration. Images are not
+    normalised: the network applies the ImageNet mean/std itself (ModelConfig.image_mean/std)."""
     return {
         "video": is_video(model_cfg),
         "image_size": int(getattr(model_cfg, "image_size", 256)),
-        "imagenet_norm": False,
     }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,14 @@ import torch
 from torch import nn
 
 from gsdf_model.config import TrainConfig, get_train_preset
-from gsdf_model.data import AugmentConfig, GSDFDataset, open_shards, to_device
+from gsdf_model.data import (
+    AugmentConfig,
+    GSDFDataset,
+    default_workers,
+    open_shards,
+    to_device,
+    worker_init,
+)
 from gsdf_model.runtime import (
     CHECKPOINT_FORMAT,
     Dist,
@@ -173,9 +181,11 @@ def setup_run(
         raise UserError("the training set is empty")
     augment = None
     if cfg.augment:
-        j = cfg.colour_jitter
         augment = AugmentConfig(
-            rotation_deg=cfg.rotation_deg, brightness=j, contrast=j, saturation=j
+            rotation_deg=cfg.rotation_deg,
+            rotation_dist=cfg.rotation_dist,
+            rotation_prob=cfg.rotation_prob,
+            colour_scale=cfg.colour_jitter,
         )
     dataset = GSDFDataset(
         shards, cfg.n_hand, cfg.n_obj, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
@@ -300,7 +310,10 @@ def _loader(run: Run, stage: int, epoch: int) -> torch.utils.data.DataLoader:
         generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         if sampler is None
         else None,
-        num_workers=cfg.num_workers,
+        num_workers=cfg.num_workers
+        if cfg.num_workers is not None
+        else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))),
+        worker_init_fn=worker_init,
         pin_memory=run.device.type == "cuda",
         drop_last=len(dataset) >= 2 * batch * dist.world,
     )
