@@ -194,6 +194,13 @@ class TrainConfig:
             (self.pose_batch_size >= 1 and self.batch_size >= 1, "batch sizes must be >= 1"),
             (self.pose_lr_halve_every >= 1 and self.lr_halve_every >= 1, "halve_every >= 1"),
             (self.amp in ("auto", "bf16", "fp16", "off"), f"amp {self.amp!r}"),
+            (
+                self.rotation_dist in ("gaussian", "uniform"),
+                f"rotation_dist {self.rotation_dist!r}",
+            ),
+            (0.0 <= self.rotation_prob <= 1.0, "rotation_prob in [0, 1]"),
+            (0.0 <= self.colour_jitter < 1.0, "colour_jitter in [0, 1)"),
+            (self.num_workers is None or self.num_workers >= 0, "num_workers >= 0"),
         ]
         bad = [what for ok, what in checks if not ok]
         if bad:
