@@ -275,12 +275,17 @@ def test_video_frames_share_one_rotation_and_colour():
 def test_non_256_image_is_resized_and_K_follows():
     rng = np.random.default_rng(4)
     s = sphere_sample(rng, size=128)
+    s["image"] = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
     s["K"] = (K * np.array([[0.5], [0.5], [1.0]])).astype(np.float32)
     s["K"][0, 2] = s["K"][1, 2] = 63.75  # K for the half-size image, pixel centres at integers
     ds = GSDFDataset(InMemoryShards([s]), n_hand=0, n_obj=0, image_size=256)
     item = ds[0]
     assert item["image"].shape == (3, 256, 256)
     np.testing.assert_allclose(item["K"].numpy(), K, atol=1e-4)
+    # bilinear about pixel edges with the edges replicated, as torch interpolates
+    src = torch.from_numpy(s["image"]).permute(2, 0, 1)[None].float()
+    ref = torch.nn.functional.interpolate(src, size=(256, 256), mode="bilinear")[0]
+    assert float((item["image"].float() - ref).abs().max()) <= 1.0
 
 
 @pytest.mark.parametrize("n_hand,n_obj", [(7, 5), (0, 4)])

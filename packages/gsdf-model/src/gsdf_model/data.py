@@ -7,9 +7,9 @@ sequence ends), and the reference code's augmentation (docs/fidelity.md): a rota
 the camera's optical axis, applied consistently to the image, the points, the joints and the
 object centre, and a colour scale per channel.
 
-The work is split where it is cheapest. A DataLoader worker decodes the JPEG, warps the
-uint8 image once (crop/resize and rotation in one affine map, as the reference's
-`generate_patch_image`), rotates the 3D targets and draws the SDF points; the colour scale is
+The work is split where it is cheapest. A DataLoader worker decodes the JPEG, turns the
+uint8 image with one affine warp (as the reference's `generate_patch_image`; images not of
+the input size are resized first), rotates the 3D targets and draws the SDF points; the colour scale is
 applied in `to_device`, batched, on the training device, where the uint8 image becomes float
 (4x fewer bytes through the workers' shared memory and the host-to-device copy).
 
@@ -105,30 +105,32 @@ def _rot_z(angle: float) -> np.ndarray:
 
 
 def image_warp(K: np.ndarray, hw: tuple[int, int], size: int, R: np.ndarray):
-    """The affine map of an (H, W) image to the (size, size) input, turned by R.
+    """The rotation of the (size, size) input image and its intrinsics.
 
-    K: (3, 3) intrinsics of the image; R: (3, 3) rotation about the optical axis of
-    camera-frame points (X' = R X). Returns (M (2, 3) pixel map from input to output, or None
-    when it is the identity; K' (3, 3) of the output). A resize scales about pixel edges
-    (pixel centres at integer coordinates: u' = (u + 0.5)·s − 0.5); the rotation is
+    K: (3, 3) intrinsics of the (H, W) image; R: (3, 3) rotation about the optical axis of
+    camera-frame points (X' = R X). Returns (M (2, 3) pixel map on the size × size grid, None
+    when R is the identity; K' (3, 3) of the size × size image). A resize scales about pixel
+    edges (pixel centres at integer coordinates: u' = (u + 0.5)·s − 0.5); the rotation is
     H = K' R K'⁻¹, so a point that projected to u' now projects to H u'. H is affine because R
     turns about the z axis.
     """
     h, w = hw
-    K = np.asarray(K, dtype=np.float64)
-    turned = R[0, 1] != 0.0 or R[0, 0] != 1.0
-    if (h, w) == (size, size) and not turned:
-        return None, K
-    sx, sy = size / w, size / h
-    A = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    K_out = A @ K
-    M = K_out @ R @ np.linalg.inv(K_out) @ A if turned else A
-    return M[:2], K_out
+    K_out = np.asarray(K, dtype=np.float64)
+    if (h, w) != (size, size):
+        sx, sy = size / w, size / h
+        A = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+        K_out = A @ K_out
+    if R[0, 1] == 0.0 and R[0, 0] == 1.0:
+        return None, K_out
+    return (K_out @ R @ np.linalg.inv(K_out))[:2], K_out
 
 
 def warp_image(image: np.ndarray, M: np.ndarray | None, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 → (size, size, 3) uint8 through the map M of `image_warp`: bilinear,
-    black outside (OpenCV's warpAffine, the reference's warp)."""
+    """(H, W, 3) uint8 → (size, size, 3) uint8: resized if needed (bilinear, edges
+    replicated, as before), then turned by the map M of `image_warp` (bilinear, black
+    outside: OpenCV's warpAffine, the reference's warp)."""
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     if M is None:
         return image
     return cv2.warpAffine(image, M, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
