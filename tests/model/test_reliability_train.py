@@ -190,3 +190,120 @@ def test_broken_manifest_is_one_line(data, tmp_path, trained):
     _one_line_error(_train(data, tmp_path / "run"), "manifest.json")
     (data / "manifest.json").write_text("{not json")
     _one_line_error(_train(data, tmp_path / "run"), "manifest.json", "unreadable")
+
+
+# --- resume: same preset, same network, same data, or one line (--restart) ---------------
+
+
+def _test_train_module():
+    """tests/model/test_train.py: its stand-in network and samples train in seconds."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("test_train.py")
+    spec = importlib.util.spec_from_file_location("_train_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def helpers():
+    return _test_train_module()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, helpers):
+    """A run directory trained (1 + 1 epochs) with preset tiny on data 'A'."""
+    from gsdf_model.data import InMemoryShards
+    from gsdf_model.train import train
+
+    rng = np.random.default_rng(0)
+    shards = InMemoryShards([helpers.sample(rng, i) for i in range(8)])
+    shards.fingerprint = "A"
+    out = tmp_path_factory.mktemp("run")
+    cfg = _cfg(helpers)
+    train("tiny", out, out, cfg, progress=False, build=helpers.StandInNet, shards=shards)
+    return out, shards
+
+
+def _cfg(helpers, **changes):
+    import dataclasses
+
+    return dataclasses.replace(helpers.CFG, **{"pose_epochs": 1, "sdf_epochs": 1, **changes})
+
+
+def _resume(helpers, run_dir, tmp_path, shards, preset="tiny", model_cfg=None, resume=True):
+    from gsdf_model.train import train
+
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out, dirs_exist_ok=True)
+    return train(
+        preset,
+        out,
+        out,
+        _cfg(helpers, sdf_epochs=2),
+        model_cfg=model_cfg,
+        resume=resume,
+        progress=False,
+        build=helpers.StandInNet,
+        shards=shards,
+    )
+
+
+def test_resume_with_the_same_everything_continues(finished_run, helpers, tmp_path):
+    run_dir, shards = finished_run
+    s = _resume(helpers, run_dir, tmp_path, shards)
+    assert (s["start_epoch"], s["epochs"]) == (2, 3)
+
+
+def test_resume_with_another_preset_is_one_line(finished_run, helpers, tmp_path):
+    from gsdf_model.runtime import UserError
+
+    run_dir, shards = finished_run
+    with pytest.raises(UserError, match="trained with preset 'tiny', not 'k1'; --restart") as e:
+        _resume(helpers, run_dir, tmp_path, shards, preset="k1")
+    assert "\n" not in str(e.value)
+    s = _resume(helpers, run_dir, tmp_path, shards, preset="k1", resume=False)
+    assert s["start_epoch"] == 0  # --restart: started over on purpose
+
+
+def test_resume_with_another_model_configuration_is_one_line(finished_run, helpers, tmp_path):
+    from gsdf_model.config import get_preset
+    from gsdf_model.runtime import UserError
+
+    run_dir, shards = finished_run
+    cfg = get_preset("tiny")
+    other = cfg.replace(decoder_width=2 * cfg.decoder_width)
+    with pytest.raises(UserError, match=r"another model configuration \(decoder_width\)"):
+        _resume(helpers, run_dir, tmp_path, shards, model_cfg=other)
+
+
+def test_resume_on_other_data_is_one_line(finished_run, helpers, tmp_path):
+    from gsdf_model.data import InMemoryShards
+    from gsdf_model.runtime import UserError
+
+    run_dir, _ = finished_run
+    rng = np.random.default_rng(1)
+    other = InMemoryShards([helpers.sample(rng, i) for i in range(8)])
+    other.fingerprint = "B"
+    with pytest.raises(UserError, match="trained on other data \\(shard set A, now B\\)"):
+        _resume(helpers, run_dir, tmp_path, other)
+
+
+def test_weights_that_do_not_fit_are_one_line(finished_run, helpers, tmp_path):
+    """A checkpoint whose recorded configuration matches but whose tensors do not (edited or
+    written by other code): the first line of the reason, not torch's dump."""
+    import torch
+
+    from gsdf_model.runtime import UserError
+
+    run_dir, shards = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    ckpt["model"] = {k: torch.zeros(3) for k in ckpt["model"]}
+    torch.save(ckpt, out / "last.pt")
+    with pytest.raises(UserError, match="weights do not fit this network") as e:
+        _resume(helpers, out, tmp_path / "x", shards)
+    assert "\n" not in str(e.value)

@@ -44,6 +44,7 @@ from gsdf_model.data import (
     to_device,
     worker_init,
 )
+from gsdf_model.resume import check_resume, load_weights
 from gsdf_model.runtime import (
     CHECKPOINT_FORMAT,
     Dist,
@@ -118,6 +119,7 @@ class Run:
             "train_config": dataclasses.asdict(self.cfg),
             "epoch": epoch,
             "stage": stage,
+            "data_fingerprint": getattr(self.dataset.shards, "fingerprint", None),
             "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "hand_model": self.hand_model,
@@ -203,7 +205,9 @@ def setup_run(
                 f"{ckpt.get('hand_model', 'procedural')}, this run asks for {hand}: pass the "
                 "same --mano file, or --restart"
             )
-        net.load_state_dict(ckpt["model"])
+        # same preset, network and data, or one line saying which differs (--restart)
+        check_resume(ckpt, out / "last.pt", preset, model_cfg, getattr(shards, "fingerprint", None))
+        load_weights(net, ckpt, out / "last.pt")
     else:
         _load_backbones(net, cfg.backbone_init if backbone_weights is None else backbone_weights)
     net.to(dist.device)
