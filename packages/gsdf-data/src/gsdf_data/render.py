@@ -39,6 +39,43 @@ def select_platform() -> str:
     return chosen
 
 
+_PROBE = "import pyrender; r = pyrender.OffscreenRenderer(8, 8); r.delete()"
+
+
+def headless_platform(candidates: Sequence[str] = ("egl", "osmesa")) -> str | None:
+    """For code that imports pyrender on its own (the mesh-to-sdf package): export the first
+    OpenGL platform of `candidates` that can render here, before OpenGL is imported.
+
+    PyOpenGL binds its platform once, at import, so each candidate is tried in a child
+    process. Nothing is chosen when the user set `PYOPENGL_PLATFORM`, when a display is
+    available (pyrender then uses it), or when OpenGL is already imported (too late to
+    choose). Returns the platform exported, or None. Raises RuntimeError when none works.
+    """
+    import subprocess
+    import sys
+
+    if os.environ.get("PYOPENGL_PLATFORM"):
+        return None
+    if "OpenGL" in sys.modules or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    for name in candidates:
+        env = {**os.environ, "PYOPENGL_PLATFORM": name}
+        try:
+            ok = subprocess.run(
+                [sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=120
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if ok.returncode == 0:
+            os.environ["PYOPENGL_PLATFORM"] = name
+            return name
+    raise RuntimeError(
+        "no display and no headless OpenGL platform works here (tried "
+        f"{', '.join(candidates)}): install EGL (libegl1, libegl-mesa0) or OSMesa "
+        "(libosmesa6), or set PYOPENGL_PLATFORM"
+    )
+
+
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pinhole projection of camera-frame points.
 

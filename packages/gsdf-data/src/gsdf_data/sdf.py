@@ -499,9 +499,18 @@ def signed_distance(
 
 def mesh_to_sdf_signed_distance(mesh, points: np.ndarray) -> np.ndarray:
     """The ``mesh-to-sdf`` package's SDF (negative inside). points: (N,3) -> (N,) float64."""
+    from gsdf_data.render import headless_platform
+
+    # mesh-to-sdf imports pyrender, which opens a window unless told otherwise
+    headless_platform()
     try:
         import mesh_to_sdf
-    except ImportError as e:  # pragma: no cover - depends on the optional extra
+    except ImportError as e:
+        if "must be imported before" in str(e):
+            raise RuntimeError(
+                "the mesh-to-sdf backend must be loaded before anything else in this process "
+                "imports pyrender or OpenGL: run it in a fresh process"
+            ) from e
         raise RuntimeError("the mesh-to-sdf backend needs `pip install gsdf-data[compare]`") from e
     import trimesh
 

@@ -83,6 +83,13 @@ def _settings(kw, default_filter=False):
     writable_dir(kw["out"])
 
     use_filter = default_filter if kw["use_filter"] is None else kw["use_filter"]
+    if kw["sdf_backend"] == "mesh-to-sdf":
+        from gsdf_data.render import headless_platform
+
+        try:  # here, once, not as one bad sample per pair in the workers
+            headless_platform()
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
     config = _config(kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"])
     return config, ObjectCache(str(Path(kw["out"]) / "objects"), config.filter)
 
