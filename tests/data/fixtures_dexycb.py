@@ -8,7 +8,8 @@ flat_hand_mean=False paths matter) and `tmp/dexycb` with:
   val for subject 01, test for subject 03), one camera, 11 frames at 30 fps (0..10);
 - subject 01's second sequence is a left hand (dropped);
 - in the test sequence, frame 5 has no hand annotation (joint_3d = -1) and frame 10 has the
-  object 20 cm away from the hand (no contact);
+  object 20 cm away from the hand (no contact); so has frame 10 of subject 01's first
+  (training) sequence, which the reference keeps;
 - a white disc drawn in each colour image at the projected wrist, to check the crop.
 """
 
@@ -29,6 +30,7 @@ K = np.array([[FX, 0.0, PPX], [0.0, FY, PPY], [0.0, 0.0, 1.0]])
 N_FRAMES = 11
 LEFT = (SUBJECTS[0], 1)
 TEST_SEQ = (SUBJECTS[1], 4)
+FAR_TRAIN = (SUBJECTS[0], 0)  # its frame 10: hand and object apart, in the training split
 YCB_IDS = [2, 5, 14]  # cracker box, mustard bottle, mug
 GRASP_IND = 1  # the mustard bottle
 
@@ -136,7 +138,7 @@ def write_dexycb(tmp: Path) -> dict:
                 j2d = uvw[:, :2] / uvw[:, 2:3]
                 # grasped object centred on the palm (in contact), others elsewhere
                 palm = verts.mean(axis=0)
-                far = (s, q) == TEST_SEQ and f == 10
+                far = (s, q) in (TEST_SEQ, FAR_TRAIN) and f == 10
                 pose_y = np.zeros((3, 3, 4), np.float32)
                 for o in range(3):
                     a = rng.normal(size=3)

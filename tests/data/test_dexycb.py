@@ -132,3 +132,59 @@ def test_drop_reasons_and_prepare_counts(dex, tmp_path):
         "no hand annotation": 1,
     }
     assert summary["skipped"] == {"frames not at 6 fps": 8}
+
+
+def _closest_vertex_gap(dex, task) -> float:
+    """The reference's contact measure, by brute force: the smallest distance between an
+    object vertex and a MANO vertex of the frame (metres, camera frame)."""
+    import trimesh
+
+    subject, _, seq = task.sample_id.split("_")[:3]
+    hand = dex["truth"][(subject, int(seq[-2:]), task.frame)]["verts"]
+    label = np.load(Path(task.frame_dir) / f"labels_{task.frame:06d}.npz")
+    R, t = label["pose_y"][task.grasp_ind, :, :3], label["pose_y"][task.grasp_ind, :, 3]
+    obj = np.asarray(trimesh.load(task.obj_file, process=False).vertices) @ R.T + t
+    return float(np.sqrt(((obj[:, None] - hand[None]) ** 2).sum(-1)).min())
+
+
+def test_contact_filter_on_the_test_split_only_as_the_reference(dex):
+    from gsdf_data.datasets.dexycb import SPLITS
+
+    train, _, _ = dexycb_tasks(dex["root"], "s0-train", dex["spec"])
+    far = train[2]  # subject 01, first sequence, frame 10: the object 20 cm from the hand
+    assert far.frame == 10 and "subject-01" in far.sample_id and "_100000_" in far.sample_id
+    assert _closest_vertex_gap(dex, far) > 0.05
+    assert _closest_vertex_gap(dex, train[1]) < 0.005  # a frame in contact
+    assert far.contact_mm == 0.0
+    assert far.load().sample_id == far.sample_id  # kept, as the reference keeps it
+    strict, _, _ = dexycb_tasks(dex["root"], "s0-train", dex["spec"], contact_splits=SPLITS)
+    with pytest.raises(SampleError, match="more than 5 mm apart"):
+        strict[2].load()
+    strict[1].load()
+    test, _, _ = dexycb_tasks(dex["root"], "s0-test", dex["spec"])
+    assert _closest_vertex_gap(dex, test[2]) > 0.05 and test[2].contact_mm == 5.0
+
+
+def test_every_drop_has_a_line_left_hands_included(dex, tmp_path):
+    from gsdf_data.cli import main
+
+    out = tmp_path / "shards"
+    args = ["prepare", "dexycb", "--root", str(dex["root"]), "--mano", str(dex["mano"])]
+    args += ["--split", "s0-train", "--out", str(out), "--points", "4000", "--limit", "3"]
+    args += ["--contact-all-splits"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    bad = json.loads((out / "bad_samples.json").read_text())
+    left = sorted(b["sample_id"] for b in bad if b["reason"] == "left hand")
+    # subject 01's second sequence is left-handed: its 3 frames at 6 fps, one camera
+    seq = "20200709-subject-01_20200101_100001_836212060125"
+    assert left == [f"{seq}_{f:06d}" for f in (0, 5, 10)]
+    apart = [b["sample_id"] for b in bad if b["reason"].startswith("hand and object more")]
+    assert apart == [f"20200709-subject-01_20200101_100000_836212060125_{10:06d}"]
+    summary = json.loads((out / "dataset_summary.json").read_text())
+    assert summary["dropped"] == {"hand and object more than 5 mm apart": 1, "left hand": 3}
+    assert "dexycb s0-train: kept 2 of 6 samples, dropped 4" in res.output  # each once
+    # a second run (resumed) lists each drop once
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((out / "bad_samples.json").read_text())) == 4

@@ -160,20 +160,28 @@ def obman(root, shapenet, mano, split, **kw):
               help="MANO_RIGHT.pkl.")  # fmt: skip
 @click.option("--split", type=click.Choice(["s0-train", "s0-val", "s0-test"]), default="s0-train")
 @click.option("--contact-mm", default=5.0, show_default=True,
-              help="Drop frames whose hand and object are farther apart (0: keep all).")  # fmt: skip
+              help="Drop test frames whose hand and object vertices are farther apart "
+              "(0: keep all).")  # fmt: skip
+@click.option("--contact-all-splits", is_flag=True,
+              help="Apply --contact-mm to every split (the reference: test split only).")  # fmt: skip
 @_common
-def dexycb(root, mano, split, contact_mm, **kw):
+def dexycb(root, mano, split, contact_mm, contact_all_splits, **kw):
     """DexYCB: right hands, official s0 split, 6 fps, 256×256 crops.
 
     On the real data: 29,656 train / 5,928 test samples.
     """
     from gsdf_data.datasets.common import HandSpec
-    from gsdf_data.datasets.dexycb import dexycb_tasks
+    from gsdf_data.datasets.dexycb import CONTACT_SPLITS, SPLITS, dexycb_tasks
 
     config, objects = _settings(kw)
     try:
         tasks, drops, skipped = dexycb_tasks(
-            root, split, HandSpec(mano, False, "dexycb"), contact_mm=contact_mm, objects=objects
+            root,
+            split,
+            HandSpec(mano, False, "dexycb"),
+            contact_mm=contact_mm,
+            objects=objects,
+            contact_splits=SPLITS if contact_all_splits else CONTACT_SPLITS,
         )
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

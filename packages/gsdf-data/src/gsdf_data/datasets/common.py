@@ -75,12 +75,18 @@ def polar_rotation(A: np.ndarray) -> np.ndarray:
 
 
 class DropCounter:
-    """Counts samples the reader skipped, by reason, for the end-of-run summary."""
+    """Samples the reader dropped, by reason: counted for the end-of-run summary and listed
+    (when their ids are given) for ``bad_samples.json``."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.entries: list[dict] = []
 
-    def add(self, reason: str, n: int = 1) -> None:
+    def add(self, reason: str, n: int = 1, ids: list[str] | None = None) -> None:
+        """ids: the dropped samples' ids (n of them when given)."""
+        if ids is not None:
+            n = len(ids)
+            self.entries += [{"sample_id": i, "reason": reason, "stage": "reader"} for i in ids]
         self.counts[reason] += n
 
     def total(self) -> int:
@@ -168,10 +174,12 @@ def reason_key(reason: str) -> str:
 
 
 def drop_summary(reader_drops: DropCounter, bad: list[dict]) -> dict[str, int]:
-    """Reader-side drops merged with `prepare_pairs`' bad samples, counted by reason."""
+    """Reader-side drops merged with `prepare_pairs`' bad samples, counted by reason (the
+    reader's listed entries among `bad` are counted once, from the reader)."""
     out = Counter(reader_drops.counts)
     for b in bad:
-        out[reason_key(str(b.get("reason", "unknown")))] += 1
+        if b.get("stage") != "reader":
+            out[reason_key(str(b.get("reason", "unknown")))] += 1
     return dict(sorted(out.items()))
 
 
@@ -210,7 +218,12 @@ def run_prepare(
     # counts over every shard of the set (this run's and earlier runs')
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     kept = int(manifest.get("n_samples", 0))
-    bad = json.loads((Path(out_dir) / "bad_samples.json").read_text())
+    # every drop has a line: the reader's (e.g. left hands) beside the pipeline's, which
+    # prepare_pairs rewrote from the shard records just now
+    bad_path = Path(out_dir) / "bad_samples.json"
+    bad = [b for b in json.loads(bad_path.read_text()) if b.get("stage") != "reader"]
+    bad += drops.entries
+    atomic_write_text(bad_path, json.dumps(bad, indent=1) + "\n")
     dropped = drop_summary(drops, bad)
     text = format_summary(name, kept, dropped)
     if skipped:

@@ -18,8 +18,10 @@ from MANO (flat_hand_mean False) with the subject's betas and `pose_m` (48 PCA p
 
 Selection, as the reference: right hands only; s0 split (sequence index within the subject
 % 5 == 4 is held out: subjects 1-2 -> val, 3-10 -> test); frames with index % 5 == 0
-(30 -> 6 fps); frames without a hand annotation and frames where the hand and the grasped
-object are more than `contact_mm` apart are dropped (reported with their reason).
+(30 -> 6 fps); frames without a hand annotation are dropped, and on the test split frames
+where the closest object vertex is more than `contact_mm` from the nearest MANO vertex (the
+reference measures vertex to vertex and filters the test split only); every drop is reported
+with its reason.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ YCB_CLASSES = {
 SPLITS = ("s0-train", "s0-val", "s0-test")
 CROP = 256
 FPS_STEP = 5  # 30 fps -> 6 fps
+# the reference drops frames with the hand and object apart on the test split only
+# (cocoify_dexycb.py, mode "test"); dropping them from training shrinks the training set
+CONTACT_SPLITS = ("s0-test",)
 
 
 def s0_split(subject: str, seq_index: int) -> str:
@@ -238,9 +243,13 @@ def dexycb_tasks(
     contact_mm: float = 5.0,
     step: int = FPS_STEP,
     objects: ObjectCache | None = None,
+    contact_splits: tuple[str, ...] = CONTACT_SPLITS,
 ) -> tuple[list[DexYCBTask], DropCounter, dict[str, int]]:
     """Tasks for every selected frame of `split` ("s0-train", "s0-val" or "s0-test");
     `objects`: cache of the object meshes (and filter verdicts) shared by the tasks.
+    contact_mm: frames of a split in `contact_splits` whose closest object vertex is more than
+    this far from the nearest MANO vertex are dropped (the reference: the test split only;
+    its training frames are those with an SDF file, kept whatever the distance).
 
     Returns (tasks, drops, skipped): drops counts frames of the split that the reader removed
     (by reason, e.g. left hands); skipped counts frames that are not part of the selection at
@@ -270,7 +279,8 @@ def dexycb_tasks(
             frames = [f for f in range(n) if f % step == 0]
             skipped["frames not at 6 fps"] += (n - len(frames)) * len(serials)
             if str(meta["mano_sides"][0]) != "right":
-                drops.add("left hand", len(frames) * len(serials))
+                ids = [f"{subject}_{seq.name}_{c}_{f:06d}" for c in serials for f in frames]
+                drops.add("left hand", ids=ids)
                 continue
             mano_calib = calib / f"mano_{meta['mano_calib'][0]}" / "mano.yml"
             betas = tuple(float(b) for b in _yaml(mano_calib)["betas"])
@@ -298,7 +308,7 @@ def dexycb_tasks(
                             grasp_ind=grasp,
                             seq_id=seq_id,
                             hand=hand,
-                            contact_mm=contact_mm,
+                            contact_mm=contact_mm if split in contact_splits else 0.0,
                             objects=objects,
                         )
                     )

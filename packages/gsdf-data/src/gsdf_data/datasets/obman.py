@@ -238,7 +238,7 @@ def obman_tasks(
         name = f"{i:08d}"
         rgb = base / "rgb" / f"{name}.jpg"
         if not rgb.exists():
-            drops.add("missing rgb image")
+            drops.add("missing rgb image", ids=[name])
             continue
         tasks.append(
             ObManTask(
