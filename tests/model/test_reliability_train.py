@@ -307,3 +307,56 @@ def test_weights_that_do_not_fit_are_one_line(finished_run, helpers, tmp_path):
     with pytest.raises(UserError, match="weights do not fit this network") as e:
         _resume(helpers, out, tmp_path / "x", shards)
     assert "\n" not in str(e.value)
+
+
+def test_broken_shard_metadata_is_refused_at_open(data, tmp_path, trained):
+    """A shard as a buggy writer could leave it (a dataset missing) with a manifest that
+    vouches for it: refused when the set is opened, not a KeyError in a loader worker."""
+    import h5py
+
+    from gsdf_data.shards import file_sha256
+
+    path = data / "shard-00001.h5"
+    with h5py.File(path, "a") as f:
+        del f["counts"]
+    m = json.loads((data / "manifest.json").read_text())
+    entry = next(e for e in m["shards"] if e["file"] == path.name)
+    entry.update(sha256=file_sha256(path), bytes=path.stat().st_size)
+    (data / "manifest.json").write_text(json.dumps(m))
+    _one_line_error(_train(data, tmp_path / "run"), "broken shard", "counts missing")
+    assert trained == []
+
+
+# --- reconstruct / export-gt: options and outputs checked before any work -----------------
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (
+            ["reconstruct", "ck.pt", "--data", ".", "--out", "o", "--resolution", "0"],
+            "--resolution",
+        ),
+        (["reconstruct", "ck.pt", "--data", ".", "--out", "o", "--limit", "0"], "--limit"),
+        (["export-gt", "--data", ".", "--out", "o", "--limit", "-1"], "--limit"),
+    ],
+)
+def test_reconstruct_options_are_refused_by_name(args, option):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    assert option in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "export-gt"])
+def test_reconstruct_output_is_checked_before_work(tmp_path, monkeypatch, command):
+    import gsdf_model.reconstruct as rec
+
+    called = []
+    monkeypatch.setattr(rec, "reconstruct", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(rec, "export_gt", lambda *a, **k: called.append(a))
+    (tmp_path / "file").write_text("x")
+    out = str(tmp_path / "file" / "o")
+    args = ["reconstruct", "ck.pt"] if command == "reconstruct" else ["export-gt"]
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path), "--out", out])
+    _one_line_error(res, "--out", "cannot write")
+    assert called == []

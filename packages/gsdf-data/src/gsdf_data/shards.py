@@ -462,6 +462,8 @@ def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -
                 raise ShardSetError(
                     f"{root / name}: unreadable ({type(e).__name__}: {e})"
                 ) from None
+        for path, n in files:
+            _check_metadata(path, n)
         return files, _fingerprint([(p.name, p.stat().st_size) for p, _ in files])
     m = read_manifest(root)
     entries = _manifest_entries(root, m)
@@ -501,7 +503,24 @@ def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -
                 "after prepare); prepare them again"
             )
     files = [(root / e["file"], int(e["n_samples"])) for e in sorted(use, key=lambda e: e["file"])]
+    for path, n in files:
+        _check_metadata(path, n)
     return files, _fingerprint([(e["file"], e.get("sha256")) for e in use])
+
+
+def _check_metadata(path: Path, n: int) -> None:
+    """ShardSetError when a shard's metadata does not hold what a reader needs (found here,
+    at open, instead of as a KeyError in a DataLoader worker hours later)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            problems = _check_layout(path.name, f, n)
+    except Exception as e:  # a corrupt file can fail anywhere inside h5py
+        problems = [f"{path.name}: unreadable ({type(e).__name__}: {e})"]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ShardSetError(f"{path.parent}: broken shard: {problems[0]}{more}")
 
 
 class ShardSet:
@@ -803,25 +822,37 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
     return problems
 
 
-def _check_shard(name, f, entry, min_per_side, ids, deep) -> list[str]:
+def _check_layout(name: str, f, n_listed: int) -> list[str]:
+    """Problems with a shard's metadata: schema version, sample count against its manifest
+    entry, the datasets and their shapes (cheap: no data is read)."""
     out = []
     if f.attrs.get("schema_version") != SCHEMA_VERSION:
         out.append(f"{name}: schema version {f.attrs.get('schema_version')}")
-    n = int(f.attrs["n_samples"])
-    if n != entry["n_samples"]:
-        out.append(f"{name}: {n} samples, manifest says {entry['n_samples']}")
-    p = int(f.attrs["n_points"])
+    try:
+        n, p = int(f.attrs["n_samples"]), int(f.attrs["n_points"])
+    except (KeyError, TypeError, ValueError):
+        return [*out, f"{name}: broken metadata (no sample or point count)"]
+    if n != n_listed:
+        out.append(f"{name}: {n} samples, manifest says {n_listed}")
     want = {k: (n, *shape) for k, (shape, _) in FIXED_FIELDS.items()}
     want.update(
         sample_id=(n,), seq_id=(n,), image=(n,), points=(n, p, 3), sdf=(n, p, 2), counts=(n, 4)
     )
     for k, _ in MESH_FIELDS:
+        want[k] = None
         want[k + "_ptr"] = (n + 1,)
     for k, shape in want.items():
         if k not in f:
             out.append(f"{name}: dataset {k} missing")
-        elif f[k].shape != shape:
+        elif shape is not None and f[k].shape != shape:
             out.append(f"{name}: {k} has shape {f[k].shape}, expected {shape}")
+    return out
+
+
+def _check_shard(name, f, entry, min_per_side, ids, deep) -> list[str]:
+    out = _check_layout(name, f, entry["n_samples"])
+    n = int(f.attrs.get("n_samples", 0))
+    p = int(f.attrs.get("n_points", 0))
     if out:
         return out
     for sid in f["sample_id"][:]:

@@ -193,7 +193,13 @@ def train_cmd(
     "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
 )
 @click.option("--out", required=True, type=click.Path(), help="Output directory for meshes + json.")
-@click.option("--resolution", default=128, show_default=True, help="Grid points per axis per pass.")
+@click.option(
+    "--resolution",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="Grid points per axis per pass.",
+)
 @click.option(
     "--gt-wrist/--pred-wrist", default=True, show_default=True, help="Wrist for the SDF frame."
 )
@@ -205,7 +211,7 @@ def train_cmd(
     help="Keep the largest connected component (reference) or the one at the prediction.",
 )
 @click.option("--split", default="test", show_default=True, help="Split folder under --data.")
-@click.option("--limit", type=int, help="Only the first N samples.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N samples.")
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option(
     "--mano",
@@ -216,7 +222,10 @@ def reconstruct_cmd(
     checkpoint, data, out, resolution, gt_wrist, component, split, limit, device, mano
 ):
     """Meshes and predicted joints for the test split (resumes; skips finished samples)."""
+    from gsdf_data.cli.errors import writable_dir
     from gsdf_model.reconstruct import reconstruct
+
+    writable_dir(out)  # before the network is built and the first grid evaluated
 
     try:
         s = reconstruct(
@@ -245,11 +254,14 @@ def reconstruct_cmd(
 )
 @click.option("--out", required=True, type=click.Path(), help="Output directory.")
 @click.option("--split", default="test", show_default=True, help="Split folder under --data.")
-@click.option("--limit", type=int, help="Only the first N samples.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N samples.")
 def export_gt_cmd(data, out, split, limit):
     """Write the test split's GT meshes, joints and object centres in the layout of
     `reconstruct`, for `gsdf-eval run PRED GT`."""
+    from gsdf_data.cli.errors import writable_dir
     from gsdf_model.reconstruct import export_gt
+
+    writable_dir(out)
 
     try:
         s = export_gt(data, out, split=split, limit=limit)
