@@ -2,7 +2,7 @@
 preset (both stages) → reconstruct → `gsdf-eval` against the ground truth and a trivial
 baseline; checkpoint round trip; resume.
 
-One small dataset and one training run (module fixture) serve every test here. The fit is
+One small dataset and one training run (`tiny_run`, tests/e2e/conftest.py) serve every test. The fit is
 scored on training samples: a few hundred CPU steps on eight images can fit shapes but not
 generalise, and what this checks is that every part of the pipeline (data, both stages,
 decoding, meshing, alignment) carries the shape through; test-split numbers are printed.
@@ -11,8 +11,6 @@ decoding, meshing, alignment) carries the shape through; test-split numbers are 
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,45 +28,17 @@ from gsdf_model.train import (
 
 pytestmark = pytest.mark.slow
 
-# Eight training frames (two sequences of four) and four test frames.
-N_SAMPLES, SEQ_LEN, TEST_FRACTION = 12, 4, 0.34
 CFG = dataclasses.replace(get_train_preset("tiny"), pose_epochs=6, sdf_epochs=70, lr_halve_every=50)
 N_SCORED = {"train": 4, "test": 2}
 
 
-def _cli(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
-
-
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(tiny_run):
+    """The shared tiny run (tests/e2e/conftest.py), reconstructed and scored."""
     from gsdf_eval.run import EvalSettings, run_set
 
-    root = tmp_path_factory.mktemp("e2e")
-    synth = root / "synth"
-    subprocess.run(
-        [
-            _cli("gsdf-data"),
-            "synth",
-            "--out",
-            str(synth),
-            "--samples",
-            str(N_SAMPLES),
-            "--seq-len",
-            str(SEQ_LEN),
-            "--test-fraction",
-            str(TEST_FRACTION),
-            "--shards",
-            "--jobs",
-            "2",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    data = synth / "shards"
-    torch.manual_seed(0)
-    summary = train("tiny", data, root / "run", CFG, progress=False)
+    assert tiny_run["cfg"] == CFG, "tests/e2e/conftest.py trains another configuration"
+    root, data, summary = tiny_run["root"], tiny_run["data"], tiny_run["summary"]
     settings = EvalSettings(n_points=3000)
     scores = {}
     for split in ("train", "test"):
