@@ -1,0 +1,117 @@
+"""gsdf_model.predict / gsdf_model.infer without a trained run: the training-style crop
+against hand-computed boxes, the default camera against a hand-computed focal length, and
+the frames a video preset sees (t−1, t, t+1, clamped at the ends) through an untrained
+tiny video network saved as a checkpoint."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gsdf_model.config import get_preset
+from gsdf_model.infer import Intrinsics, infer, list_images, load_boxes
+from gsdf_model.network import GSDFNet
+from gsdf_model.predict import Predictor, crop_square, default_intrinsics
+from gsdf_model.train import CHECKPOINT_FORMAT, UserError
+
+
+def test_box_crop_is_the_training_crop():
+    # box 100..200 × 50..130: +10 px → 90..210 × 40..140, square side 120 × 1.25 = 150
+    # about the centre (150, 90)
+    np.testing.assert_allclose(crop_square((100, 50, 200, 130), 640, 480), [75, 15, 150, 150])
+    # no box: the centre square of a landscape image
+    np.testing.assert_allclose(crop_square(None, 640, 480), [80, 0, 480, 480])
+
+
+@pytest.mark.parametrize(
+    "box, words",
+    [((700, 10, 800, 90), "outside"), ((-90, 10, -1, 90), "outside"), ((5, 5, 5, 9), "empty")],
+)
+def test_bad_boxes_are_user_errors(box, words):
+    with pytest.raises(UserError, match=words):
+        crop_square(box, 640, 480)
+
+
+def test_default_intrinsics_from_the_field_of_view():
+    K = default_intrinsics(640, 480, 90.0)  # 90° across 640 px: f = 320 / tan 45° = 320
+    np.testing.assert_allclose(K, [[320, 0, 319.5], [0, 320, 239.5], [0, 0, 1]], atol=1e-9)
+    K = Intrinsics(fx=500.0, cy=100.0).matrix(640, 480)
+    np.testing.assert_allclose(K, [[500, 0, 319.5], [0, 500, 100], [0, 0, 1]])
+    assert "60° field of view" in Intrinsics().describe()
+
+
+def test_folders_in_frame_order_and_boxes_by_name(tmp_path):
+    from PIL import Image
+
+    for name in ("f10.png", "f2.png", "f1.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(tmp_path / "f2.png")
+    images = list_images([tmp_path])
+    assert [p.name for p in images] == ["f1.png", "f2.png", "f10.png"]
+    (tmp_path / "b.json").write_text(
+        json.dumps({"f1.png": [1, 2, 3, 4], "f2": None, "f10": "5,6,7,8"})
+    )
+    assert load_boxes(tmp_path / "b.json", images) == [(1, 2, 3, 4), None, (5, 6, 7, 8)]
+    (tmp_path / "b.json").write_text(json.dumps({"f1.png": [1, 2, 3, 4]}))
+    with pytest.raises(UserError, match=r"no box for 'f2\.png'"):
+        load_boxes(tmp_path / "b.json", images)
+
+
+@pytest.fixture(scope="module")
+def video_checkpoint(tmp_path_factory):
+    """An untrained tiny network with the video model's temporal context (V4, 3 frames)."""
+    cfg = get_preset("tiny").replace(visual="v4", n_frames=3)
+    torch.manual_seed(0)
+    net = GSDFNet(cfg)
+    path = tmp_path_factory.mktemp("video") / "last.pt"
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "model": net.state_dict(),
+        "model_preset": "tiny",
+        "model_config": cfg.to_dict(),
+        "stage": 2,
+    }
+    torch.save(ckpt, path)
+    return path
+
+
+def test_video_frames_are_neighbours_in_order(video_checkpoint, tmp_path, monkeypatch):
+    """Each frame is predicted with its neighbours (its own at the ends); the network sees
+    them as one (1, 3, 3, S, S) clip in that order, each cropped with its own box."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(3)]
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"frame_{i}.png")
+    seen = []
+    encode = GSDFNet.encode
+
+    def spy(self, image, K, wrist=None):
+        seen.append(image.detach().cpu())
+        return encode(self, image, K, wrist)
+
+    monkeypatch.setattr(GSDFNet, "encode", spy)
+    s = infer(
+        [tmp_path], video_checkpoint, tmp_path / "out", resolution=8, overlay=False, progress=False
+    )
+    assert s["written"] == 3
+    expected = [(0, 0, 1), (0, 1, 2), (1, 2, 2)]
+    assert len(seen) == 3
+    for clip, order in zip(seen, expected, strict=True):
+        assert clip.shape == (1, 3, 3, 256, 256)
+        for t, j in enumerate(order):
+            ref = torch.from_numpy(frames[j]).permute(2, 0, 1).float() / 255
+            torch.testing.assert_close(clip[0, t], ref)
+
+
+def test_video_predictor_takes_one_frame_or_three(video_checkpoint):
+    p = Predictor.load(video_checkpoint, resolution=8)
+    assert p.n_frames == 3
+    img = np.zeros((64, 80, 3), np.uint8)
+    assert p(img).joints.shape == (21, 3)
+    with pytest.raises(UserError, match="give 1 or 3 frames"):
+        p([img, img])
+    np.testing.assert_allclose(p(img).K[0, 0], 40 / math.tan(math.radians(30)))
