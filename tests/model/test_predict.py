@@ -14,7 +14,7 @@ from gsdf_model.config import get_preset
 from gsdf_model.infer import Intrinsics, infer, list_images, load_boxes
 from gsdf_model.network import GSDFNet
 from gsdf_model.predict import Predictor, crop_square, default_intrinsics
-from gsdf_model.train import CHECKPOINT_FORMAT, UserError
+from gsdf_model.runtime import CHECKPOINT_FORMAT, UserError
 
 
 def test_box_crop_is_the_training_crop():

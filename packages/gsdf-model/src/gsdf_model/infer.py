@@ -26,7 +26,7 @@ import numpy as np
 
 from gsdf_model.predict import DEFAULT_FOV_DEG, Predictor, default_intrinsics, read_image
 from gsdf_model.reconstruct import write_sample
-from gsdf_model.train import UserError
+from gsdf_model.runtime import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

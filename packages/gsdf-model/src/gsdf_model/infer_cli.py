@@ -48,7 +48,7 @@ def main(images, checkpoint, out, bbox, boxes, fx, fy, cx, cy, fov, resolution, 
     default field of view. The wrist comes from the network itself: no ground truth needed.
     """
     from gsdf_model.infer import Intrinsics, infer, list_images, load_boxes, parse_box
-    from gsdf_model.train import UserError
+    from gsdf_model.runtime import UserError
 
     try:
         if bbox and boxes:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from gsdf_model.reconstruct import MeshingConfig, extract_surface
-from gsdf_model.train import (
+from gsdf_model.runtime import (
     UserError,
     is_video,
     load_checkpoint_file,
