@@ -13,7 +13,7 @@ import numpy as np
 
 from gsdf_model.predict import Prediction
 
-HAND_RGBA = (0.90, 0.68, 0.56, 1.0)
+HAND_RGBA = (0.95, 0.50, 0.30, 1.0)  # saturated: must stand out from skin in the input
 OBJ_RGBA = (0.35, 0.55, 0.90, 1.0)
 SIDE_BACKGROUND = (0.16, 0.16, 0.18)
 
