@@ -115,3 +115,12 @@ def test_video_predictor_takes_one_frame_or_three(video_checkpoint):
     with pytest.raises(UserError, match="give 1 or 3 frames"):
         p([img, img])
     np.testing.assert_allclose(p(img).K[0, 0], 40 / math.tan(math.radians(30)))
+
+
+def test_a_checkpoint_of_another_model_is_one_line(video_checkpoint, tmp_path):
+    ckpt = torch.load(video_checkpoint, weights_only=True)
+    ckpt["model"] = dict(list(ckpt["model"].items())[3:])  # three tensors missing
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="does not fit this version's model") as err:
+        Predictor.load(tmp_path / "other.pt")
+    assert "\n" not in str(err.value)

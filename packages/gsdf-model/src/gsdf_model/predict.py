@@ -159,8 +159,13 @@ class Predictor:
         try:
             net, cfg = model_from_checkpoint(ckpt)
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            # torch lists every mismatched tensor on its own line: the first says enough
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            detail = " ".join(lines[:2]) + (
+                f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+            )
             raise UserError(
-                f"checkpoint {str(checkpoint)!r} does not fit its model: {err}"
+                f"checkpoint {str(checkpoint)!r} does not fit this version's model: {detail}"
             ) from None
         if int(ckpt.get("stage", 2)) < 2:
             raise UserError(
