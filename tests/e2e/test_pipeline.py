@@ -2,10 +2,11 @@
 preset (both stages) → reconstruct → `gsdf-eval` against the ground truth and a trivial
 baseline; checkpoint round trip; resume.
 
-One small dataset and one training run (`tiny_run`, tests/e2e/conftest.py) serve every
-test. The fit is scored on training samples: a few hundred CPU steps on eight images can fit shapes but not
-generalise, and what this checks is that every part of the pipeline (data, both stages,
-decoding, meshing, alignment) carries the shape through; test-split numbers are printed.
+One small dataset and one training run (`tiny_run`, tests/e2e/conftest.py) serve every test.
+The fit is scored on training samples: a few hundred CPU steps on eight images can fit
+shapes but not generalise, and what this checks is that every part of the pipeline (data,
+both stages, decoding, meshing, alignment) carries the shape through; test-split numbers are
+printed.
 """
 
 import dataclasses
