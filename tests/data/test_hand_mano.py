@@ -116,8 +116,31 @@ def test_named_tip_conventions(standin):
         m = MANOHand.from_pkl(path, tips=name, dtype=torch.float64)
         kp = m(finger_pose=torch.zeros(1, 45)).keypoints[0, [4, 8, 12, 16, 20]].numpy()
         np.testing.assert_allclose(kp, a["v_template"][list(ids)], atol=1e-12)
+    # ObMan's coords_3d (obman_render's SMPL+H tips through its SMPL+H -> MANO map) and
+    # manopth / the reference's MANO layer / the DexYCB toolkit
     assert TIP_IDS["obman"] == (744, 333, 443, 554, 672)
-    assert TIP_IDS["dexycb"] == (745, 317, 444, 556, 673)
+    assert TIP_IDS["manopth"] == TIP_IDS["dexycb"] == (745, 317, 444, 556, 673)
+
+
+def test_model_ik_fk_use_the_reference_layers_tips(standin):
+    """The model's IK/FK run on the reference's MANO layer: manopth's tips set the template's
+    last bone of each finger, and so the distal joints' rotations."""
+    from gsdf_model.kinematics import HandIK
+
+    path, _ = standin
+    ik = HandIK(str(path))
+    manopth = MANOHand.from_pkl(path, tips="manopth", dtype=torch.float64)
+    obman = MANOHand.from_pkl(path, tips="obman", dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    kp = manopth(finger_pose=0.4 * torch.randn(2, 45, generator=g, dtype=torch.float64))
+    kp = kp.keypoints.float()
+    R, _ = ik(kp)
+    assert tuple(ik._hand.tip_vertex_ids.tolist()) == TIP_IDS["manopth"]
+    distal = [3, 6, 9, 12, 15]  # MANO's last joint of each finger: their bone ends at a tip
+    for hand, same in ((manopth, True), (obman, False)):
+        ref = hand.ik(kp).global_rotmats.float()
+        close = torch.allclose(R[:, distal], ref[:, distal], atol=1e-4)
+        assert close == same
     with pytest.raises(MANOFileError, match=r"MANO_RIGHT\.pkl.*fingertip ids"):
         MANOHand.from_pkl(path, tips=(1, 2, 3, 4, 10**6))
 

@@ -167,6 +167,14 @@ def test_synth_with_a_mano_file_and_prepare_needs_it(tmp_path, fixtures_dexycb):
                       test_fraction=0.0)  # fmt: skip
     summary = write_dataset(cfg, tmp_path / "d", progress=False)
     assert summary["grasp"]["in_contact_fraction"] == 1.0
+    # keypoints as ObMan's coords_3d: fingertips at ObMan's MANO vertices, not manopth's
+    from gsdf_data.datasets.obman import read_meta
+    from gsdf_data.hand.mano import MANOPTH_TIPS, OBMAN_TIPS
+
+    meta = read_meta(next((tmp_path / "d" / "train" / "meta").glob("*.pkl")))
+    tips = np.asarray(meta["coords_3d"])[[4, 8, 12, 16, 20]]
+    np.testing.assert_allclose(tips, np.asarray(meta["verts_3d"])[list(OBMAN_TIPS)], atol=1e-6)
+    assert np.abs(tips - np.asarray(meta["verts_3d"])[list(MANOPTH_TIPS)]).max() > 1e-3
     assert summary["grasp"]["penetration_mm"]["max"] < 6.0
     args = ["prepare", "synth", "--root", str(tmp_path / "d"), "--points", "4000"]
     res = CliRunner().invoke(main, [*args, "--mano", str(mano), "--out", str(tmp_path / "a")])

@@ -70,7 +70,9 @@ class HandIK:
         if self._hand is None:
             from gsdf_data.hand import load_hand
 
-            self._hand = load_hand(self.mano_path)
+            # the reference's IK and FK run on its MANO layer, whose tips are manopth's
+            # vertices (not ObMan's keypoint tips): they set the template's last bones
+            self._hand = load_hand(self.mano_path, tips="manopth")
         if self._hand.device != keypoints.device:  # the rest bones live on the hand model
             self._hand = self._hand.to(keypoints.device)
         with torch.no_grad(), torch.autocast(keypoints.device.type, enabled=False):

@@ -24,8 +24,15 @@ from gsdf_data.hand.base import HandModel, mirror_arrays
 from gsdf_data.hand.kinematics import PARENTS
 from gsdf_data.safe_pickle import SafeUnpickler
 
-# Fingertip vertex ids (thumb, index, middle, ring, little) per dataset convention.
-TIP_IDS = {"obman": (744, 333, 443, 554, 672), "dexycb": (745, 317, 444, 556, 673)}
+# Fingertip vertex ids of MANO (thumb, index, middle, ring, little). Two sets are in use:
+# - ObMan's `coords_3d`: the renderer's SMPL+H fingertip vertices (right hand 6206, 5795, 5905,
+#   6016, 6134; obman_render `coordutils.py`) through obman_render's SMPL+H -> MANO vertex map
+#   (`assets/models/smpl2righthand_verts.npy`): the keypoints of the ObMan dataset.
+# - manopth's ManoLayer and the gSDF reference's own MANO layer (`common/mano/manolayer.py`,
+#   used by its IK, FK and scored joints), also the DexYCB toolkit's: 2-6 mm from the above.
+OBMAN_TIPS = (744, 333, 443, 554, 672)
+MANOPTH_TIPS = (745, 317, 444, 556, 673)
+TIP_IDS = {"obman": OBMAN_TIPS, "manopth": MANOPTH_TIPS, "dexycb": MANOPTH_TIPS}
 REQUIRED = ("v_template", "f", "J_regressor", "weights", "posedirs", "shapedirs",
             "hands_components", "hands_mean", "kintree_table")  # fmt: skip
 
@@ -176,8 +183,9 @@ class MANOHand(HandModel):
         """Load MANO_RIGHT.pkl.
 
         flat_hand_mean: True (ObMan's pca_pose convention) makes the zero pose the flat
-        hand; False adds the file's hands_mean to every finger pose (DexYCB). tips: "obman",
-        "dexycb" or 5 vertex ids (thumb, index, middle, ring, little). ncomps: PCA rows kept
+        hand; False adds the file's hands_mean to every finger pose (DexYCB). tips: "obman"
+        (ObMan's keypoints), "manopth" (= "dexycb"; the reference's MANO layer) or 5 vertex
+        ids (thumb, index, middle, ring, little); see `TIP_IDS`. ncomps: PCA rows kept
         (pca_coeffs (B, n <= ncomps)). side: "right", or "left" to mirror it (see module
         docstring). check_side: refuse a file whose template is a left hand.
         """
