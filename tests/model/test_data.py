@@ -222,6 +222,11 @@ def test_colour_factors_are_the_reference_and_applied_per_channel():
     np.testing.assert_allclose(image.amax(dim=(2, 3)).numpy(), want, atol=1e-6)
     np.testing.assert_allclose(image.amin(dim=(2, 3)).numpy(), want, atol=1e-6)
     assert (batch["colour"] > 1.0).any() and (image.amax(dim=(2, 3)) == 1.0).any()  # clipped
+    # float images too, without touching the caller's batch
+    as_float = dict(batch, image=batch["image"].float() / 255)
+    before = as_float["image"].clone()
+    torch.testing.assert_close(to_device(as_float, "cpu")["image"], image)
+    assert torch.equal(as_float["image"], before)
 
 
 def test_warp_identity_and_quarter_turn():

@@ -138,13 +138,15 @@ def warp_image(image: np.ndarray, M: np.ndarray | None, size: int) -> np.ndarray
 
 def apply_colour(image: torch.Tensor, colour: torch.Tensor | None) -> torch.Tensor:
     """Float image in [0, 1]: image (B, 3, H, W) or (B, T, 3, H, W), uint8 0–255 or float
-    0–1; colour (B, 3) per-channel factors (one set for all frames of a clip) or None.
-    Clipped as the reference clips at 255."""
-    img = image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
+    0–1; colour (B, 3) per-channel factors (one set for all frames of a clip, all >= 0) or
+    None. Clipped at 1 as the reference clips at 255; one pass for the scale and the /255."""
+    # a new tensor either way: the caller's batch is not changed in place
+    img = image.float() if image.dtype == torch.uint8 else image.to(torch.float32, copy=True)
+    unit = 1.0 / 255.0 if image.dtype == torch.uint8 else 1.0
     if colour is None:
-        return img
+        return img.mul_(unit) if unit != 1.0 else img
     shape = (img.shape[0],) + (1,) * (img.dim() - 4) + (3, 1, 1)
-    return img.mul_(colour.to(img.dtype).view(shape)).clamp_(0.0, 1.0)
+    return img.mul_(colour.to(img.dtype).view(shape) * unit).clamp_max_(1.0)
 
 
 _ITEM_KEYS = ("sample_id", "image", "K", "joints", "obj_center", "norm_offset", "norm_scale")
