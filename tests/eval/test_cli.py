@@ -289,7 +289,9 @@ def test_partial_run_is_marked(examples_dir, tmp_path):
     cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|"), strict=True))
     cells = {k.strip(): v.strip() for k, v in cells.items()}
     assert cells["CDh"].endswith("*") and cells["CDo"].endswith("*"), cells
-    assert "* out: partial" in res.output and "CDh 3/4" in res.output, res.output
+    assert "* out: partial" in res.output, res.output
+    assert "CDh, FSh@1, FSh@5 over 3 of 4" in res.output, res.output
+    assert "CDo, FSo@5, FSo@10, Eh, Eo, Cr, Pd, Iv, Eh-rel over 2 of 4" in res.output
     # a complete run has no mark (the bundled s003 predicts no object or pose: drop their GT)
     pred, gt = _copy_set(examples_dir, tmp_path / "complete")
     (gt / "s003_obj.ply").unlink()

@@ -193,9 +193,10 @@ def align_scale_translation(
 ) -> AlignResult:
     """Align point set src (N, 3) onto dst (M, 3) with a scale and a translation.
 
-    Symmetric ICP as in the reference evaluation: initialise by matching centroids and RMS
-    radii, then iterate nearest neighbours in both directions and the closed-form update,
-    at most `max_iter` times, stopping early when an update moves the source by less than
+    Protocol "converged": symmetric ICP run to its fixed point (the reference protocol is
+    `align_reference`). Initialise by matching centroids and RMS radii, then iterate
+    nearest neighbours in both directions and the closed-form update, at most `max_iter`
+    times, stopping early when an update moves the source by less than
     `tol` metres or no correspondence changes. `accelerate` enables the Besl & McKay jumps;
     without them the iterates are exactly those of textbook ICP.
     `dst_tree` may pass a prebuilt `kd_tree(dst)`. `coarse`: when both sets have more than

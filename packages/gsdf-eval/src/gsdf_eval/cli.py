@@ -76,8 +76,9 @@ def _protocol_options(fn):
 def pair(hand_pred, hand_gt, obj_pred, obj_gt, protocol, units, seed, points, iters, as_json):
     """Score one prediction against its ground truth.
 
-    The predicted hand is aligned to the GT hand (scale + translation ICP on surface samples)
-    and the same transform is applied to the predicted object. Object keys are null without
+    The predicted hand is aligned to the GT hand (scale + translation ICP on surface samples,
+    by default with the reference code's stopping rule) and the same transform is applied to
+    the predicted object. Object keys are null without
     --obj-pred/--obj-gt.
     """
     import json
@@ -144,7 +145,8 @@ def run(pred_dir, gt_dir, out_dir, jobs, protocol, units, seed, points, iters, o
     Both directories hold <id>_hand.ply, <id>_obj.ply and optionally <id>.json with "joints"
     (21x3) and "obj_center" (3), metres. Writes per_sample.csv and summary.json to --out.
     Summary as in the paper: median Chamfer distances; mean F-scores, Eh, Eo, penetration
-    depth and intersection volume; contact ratio = % of samples in contact.
+    depth and intersection volume; contact ratio = % of samples in contact. The summary
+    records the protocol and how many GT samples each metric covers.
     """
     from gsdf_eval.io import EvalInputError
     from gsdf_eval.run import EvalSettings, run_set

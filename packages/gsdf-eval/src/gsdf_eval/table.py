@@ -115,10 +115,14 @@ def footnotes(runs: list[Run]) -> list[str]:
             + "; ".join(f"{r.name}: {p}" for r, p in zip(runs, protocols, strict=True))
         ]
     for r in runs:
-        partial = [f"{h} %d/%d" % _counts(r, key) for h, key, _ in COLUMNS if _partial(r, key)]
-        if partial:
+        groups: dict[tuple[int, int], list[str]] = {}
+        for h, key, _ in COLUMNS:
+            if _partial(r, key):
+                groups.setdefault(_counts(r, key), []).append(h)
+        if groups:
+            parts = "; ".join(f"{', '.join(hs)} over {n} of {e}" for (n, e), hs in groups.items())
             lines.append(
-                f"* {r.name}: partial, over fewer samples than the GT has ({', '.join(partial)}; "
+                f"* {r.name}: partial, fewer samples than the GT has ({parts} GT samples; "
                 f"{r.summary.get('n_scored')} of {_expected(r)} samples scored, "
                 f"{len(r.summary.get('gt_without_prediction') or [])} without a prediction, "
                 f"{len(r.summary.get('skipped') or [])} skipped)."
