@@ -1,5 +1,7 @@
-"""gsdf_model.reconstruct: two-pass marching cubes against analytic spheres, the largest
-component, the output layout, resume, and export_gt."""
+"""gsdf_model.reconstruct and gsdf_model.meshing: two-pass marching cubes against analytic
+spheres, coarse-to-fine against dense decoding (analytic shapes and a small fitted network),
+the reference's second-pass cube, the largest component by area, the reference's joints, the
+output layout, resume, run records, splits, progress and worker processes."""
 
 import json
 
@@ -15,6 +17,7 @@ from gsdf_model.reconstruct import (
     anchored_component,
     export_gt,
     extract_surface,
+    file_digest,
     file_stem,
     largest_component,
     reconstruct,
@@ -133,7 +136,14 @@ def setup(tmp_path):
 def test_reconstruct_writes_layout_and_resumes(setup):
     tmp_path, shards = setup
     out = tmp_path / "pred"
-    kw = dict(resolution=40, extent=0.12, progress=False, build=SphereNet, shards=shards)
+    kw = dict(
+        resolution=40,
+        extent=0.12,
+        progress=False,
+        build=SphereNet,
+        shards=shards,
+        joints="keypoints",
+    )
     s = reconstruct(tmp_path / "last.pt", tmp_path, out, wrist="pred", **kw)
     assert s["written"] == 3 and s["empty_hand"] == s["empty_obj"] == 0
     gt = export_gt(tmp_path, tmp_path / "gt", progress=False, shards=shards)
@@ -162,3 +172,257 @@ def test_reconstruct_user_errors(setup):
         reconstruct(tmp_path / "last.pt", tmp_path, tmp_path / "p", wrist="left", shards=shards)
     with pytest.raises(UserError, match="no checkpoint"):
         reconstruct(tmp_path / "none.pt", tmp_path, tmp_path / "p", shards=shards)
+
+
+# ---------------------------------------------------------------- coarse to fine vs dense
+def blobs(p):
+    """A 'hand' (a palm capsule and a thin finger) and an 'object' (a torus), camera frame."""
+
+    def capsule(p, a, b, r):
+        a, b = np.asarray(a), np.asarray(b)
+        t = np.clip(((p - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+        return np.linalg.norm(p - (a + t[:, None] * (b - a)), axis=1) - r
+
+    palm = capsule(p, [0.0, 0.0, 0.6], [0.04, 0.01, 0.6], 0.025)
+    finger = capsule(p, [0.04, 0.01, 0.6], [0.09, -0.02, 0.62], 0.006)
+    q = p - np.array([0.07, 0.05, 0.63])
+    torus = np.hypot(np.hypot(q[:, 0], q[:, 1]) - 0.035, q[:, 2]) - 0.012
+    return np.minimum(palm, finger), torus
+
+
+def chamfer_cm2(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric mean squared nearest-vertex distance (cm²), brute force through a KD-tree."""
+    from scipy.spatial import cKDTree
+
+    d_ab = cKDTree(b).query(a)[0]
+    d_ba = cKDTree(a).query(b)[0]
+    return float(((d_ab * 100) ** 2).mean() + ((d_ba * 100) ** 2).mean())
+
+
+def both(sdf_fn, cfg, centre):
+    from gsdf_model.meshing import extract_surface
+
+    out = {}
+    for ev in ("dense", "coarse-to-fine"):
+        st = {}
+        c = MeshingConfig(**{**cfg.__dict__, "evaluation": ev})
+        out[ev] = (extract_surface(sdf_fn, centre, c, stats=st), st)
+    return out
+
+
+def test_coarse_to_fine_gives_the_dense_meshes_on_analytic_shapes():
+    centre = np.array([0.0, 0.0, 0.6])
+    res = both(blobs, MeshingConfig(resolution=64, extent=0.15), centre)
+    (dense, st_d), (fine, st_f) = res["dense"], res["coarse-to-fine"]
+    assert st_d["points"] == 2 * 64**3
+    assert st_f["points"] < st_d["points"] / 3  # decoded only near the surfaces
+    for a, b in zip(dense, fine, strict=True):
+        assert a is not None and b is not None
+        assert a[0].shape == b[0].shape and np.array_equal(a[1], b[1])
+        assert np.abs(a[0] - b[0]).max() < 1e-9
+
+
+def test_coarse_to_fine_gives_the_dense_meshes_on_a_fitted_network():
+    """A small MLP fitted to the analytic shapes: a network's SDF, not an exact distance."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    centre = np.array([0.0, 0.0, 0.6])
+    pts = centre + rng.uniform(-0.15, 0.15, (3000, 3))
+    near = centre + np.array([0.04, 0.02, 0.02]) + rng.normal(0, 0.03, (5000, 3))
+    x = np.concatenate([pts, near])
+    h, o = blobs(x)
+    target = torch.tensor(np.stack([h, o], 1), dtype=torch.float32).clamp(-0.05, 0.05)
+    xin = torch.tensor((x - centre) * 10, dtype=torch.float32)
+    mlp = nn.Sequential(nn.Linear(3, 32), nn.Softplus(beta=50), nn.Linear(32, 32))
+    mlp.append(nn.Softplus(beta=50)).append(nn.Linear(32, 2))
+    opt = torch.optim.Adam(mlp.parameters(), 3e-3)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = (mlp(xin) - target).abs().mean()
+        loss.backward()
+        opt.step()
+
+    def net_fn(p):
+        with torch.no_grad():
+            v = mlp(torch.tensor((p - centre) * 10, dtype=torch.float32)).numpy()
+        return v[:, 0], v[:, 1]
+
+    res = both(net_fn, MeshingConfig(resolution=48, extent=0.15), centre)
+    (dense, st_d), (fine, st_f) = res["dense"], res["coarse-to-fine"]
+    assert st_f["points"] < st_d["points"] / 2
+    for a, b in zip(dense, fine, strict=True):
+        assert a is not None and b is not None and len(a[1]) > 100
+        assert chamfer_cm2(a[0], b[0]) < 1e-6
+
+
+def test_second_pass_is_one_cube_around_hand_and_object():
+    """The reference's cube (recon.py): index box of the negative first-pass points of both
+    shapes, 2 voxels of margin, side = largest extent + 4 voxels; brute force here."""
+    from gsdf_model.meshing import extract_surface, grid_points
+
+    res, ext = 40, 0.15
+    centre = np.array([0.0, 0.0, 0.6])
+    lo = centre - ext
+    step = 2 * ext / (res - 1)
+    h, o = blobs(grid_points(lo, centre + ext, res))
+    idx = np.argwhere((np.minimum(h, o) < 0).reshape(res, res, res))
+    i_min, i_max = idx.min(0), idx.max(0)
+    want_lo = lo + (i_min - 2) * step
+    want_step = (float((i_max - i_min).max()) + 4) * step / (res - 1)
+    for ev in ("dense", "coarse-to-fine"):
+        st = {}
+        cfg = MeshingConfig(resolution=res, extent=ext, evaluation=ev)
+        extract_surface(blobs, centre, cfg, stats=st)
+        (lo_h, step_h), (lo_o, step_o) = st["boxes"]
+        np.testing.assert_allclose(lo_h, want_lo, atol=1e-12)
+        np.testing.assert_allclose(lo_o, want_lo, atol=1e-12)
+        assert step_h == step_o == pytest.approx(want_step, rel=1e-12)
+    # the option: a cube per shape, each smaller than the shared one
+    st = {}
+    extract_surface(blobs, centre, MeshingConfig(resolution=res, extent=ext, box="per-shape"),
+                    stats=st)  # fmt: skip
+    (_, step_h), (_, step_o) = st["boxes"]
+    assert step_h < want_step and step_o < want_step
+
+
+def test_largest_component_is_by_area():
+    """The reference keeps the component with the largest area, not the most faces."""
+    coarse_big = trimesh.creation.icosphere(subdivisions=1, radius=1.0)  # 80 faces
+    fine_small = trimesh.creation.icosphere(subdivisions=3, radius=0.2)  # 1280 faces
+    fine_small.apply_translation([5.0, 0, 0])
+    both_ = trimesh.util.concatenate([fine_small, coarse_big])
+    v, f = largest_component(np.asarray(both_.vertices), np.asarray(both_.faces))
+    assert len(f) == len(coarse_big.faces)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- joints as the reference scores
+def posed_hand():
+    from gsdf_data.hand import load_hand
+
+    hand = load_hand(None)
+    rng = np.random.default_rng(3)
+    pose = torch.tensor(hand.sample_poses(1, rng), dtype=torch.float32)
+    orient = torch.tensor([[0.3, -1.2, 0.4]])
+    with torch.no_grad():
+        kp = hand(global_orient=orient, finger_pose=pose).keypoints[0].double().numpy()
+    return hand, kp + np.array([0.02, -0.03, 0.62]) - kp[0]
+
+
+def test_reference_joints_round_trip_rest_bones_and_predicted_wrist():
+    from gsdf_model.reconstruct import reference_joints
+
+    hand, kp = posed_hand()
+    # the model's own pose comes back unchanged
+    np.testing.assert_allclose(reference_joints(hand, kp), kp, atol=2e-6)
+    # predicted bones 20 % too long, wrist elsewhere: the rest bones along the same directions,
+    # at the predicted wrist
+    wrist = np.array([0.05, 0.01, 0.7])
+    pred = wrist + 1.2 * (kp - kp[0])
+    out = reference_joints(hand, pred)
+    np.testing.assert_allclose(out, kp - kp[0] + wrist, atol=2e-6)
+
+
+class PoseNet(SphereNet):
+    """SphereNet whose pose net predicts a real hand pose with 10 % too long bones."""
+
+    keypoints = None
+
+    def encode(self, image, K, wrist=None):
+        state = super().encode(image, K, wrist)
+        kp = torch.as_tensor(self.keypoints, dtype=torch.float32)
+        w = state["joints"][:, 0]
+        state["joints"] = w[:, None] + 1.1 * (kp - kp[0])[None]
+        return state
+
+
+def test_reconstruct_writes_fk_joints_at_the_predicted_wrist(setup):
+    tmp_path, shards = setup
+    _, kp = posed_hand()
+    PoseNet.keypoints = kp
+    out = tmp_path / "pred"
+    reconstruct(tmp_path / "last.pt", tmp_path, out, resolution=24, extent=0.12, wrist="pred",
+                progress=False, build=PoseNet, shards=shards)  # fmt: skip
+    for i in range(3):
+        rec = json.loads((out / f"seq_{i:04d}.json").read_text())
+        wrist = np.asarray(rec["keypoints"])[0]
+        np.testing.assert_allclose(rec["joints"], kp - kp[0] + wrist, atol=2e-6)
+
+
+# ---------------------------------------------------------------- splits, records, progress, jobs
+def make_splits(root, names):
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text("{}")
+
+
+def test_missing_split_is_an_error_listing_the_splits(tmp_path, setup):
+    ckpt = setup[0] / "last.pt"
+    make_splits(tmp_path / "data", ["train", "val"])
+    for call in (
+        lambda d, s: reconstruct(ckpt, d, tmp_path / "p", split=s, progress=False),
+        lambda d, s: export_gt(d, tmp_path / "g", split=s, progress=False),
+    ):
+        with pytest.raises(UserError, match=r"no split 'test'.*splits present: train, val"):
+            call(tmp_path / "data", "test")
+        with pytest.raises(UserError, match="no split 'tset'"):
+            call(tmp_path / "data", "tset")
+        # DATA/train with the default split: never the training samples in place of the test
+        with pytest.raises(UserError, match=r"itself a shard folder: pass --split \."):
+            call(tmp_path / "data" / "train", "test")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "g").exists()
+
+
+def test_outputs_of_another_checkpoint_or_setting_are_refused_or_redone(setup):
+    tmp_path, shards = setup
+    out = tmp_path / "pred"
+    kw = dict(resolution=24, extent=0.12, progress=False, build=SphereNet, shards=shards,
+              joints="keypoints", wrist="pred")  # fmt: skip
+    assert reconstruct(tmp_path / "last.pt", tmp_path, out, **kw)["written"] == 3
+    other = torch.load(tmp_path / "last.pt", weights_only=True)
+    other["epoch"] = 2
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(UserError, match=r"another run.*checkpoint_sha256"):
+        reconstruct(tmp_path / "other.pt", tmp_path, out, **kw)
+    with pytest.raises(UserError, match=r"another run.*resolution"):
+        reconstruct(tmp_path / "last.pt", tmp_path, out, **{**kw, "resolution": 32})
+    s = reconstruct(tmp_path / "other.pt", tmp_path, out, overwrite=True, **kw)
+    assert s["written"] == 3 and s["skipped"] == 0
+    rec = json.loads((out / "seq_0000.json").read_text())["run"]
+    assert rec["checkpoint_sha256"] == file_digest(tmp_path / "other.pt")
+    # a folder of meshes nobody vouches for (e.g. the ground truth) is not taken over either
+    export_gt(tmp_path, tmp_path / "gt", progress=False, shards=shards)
+    with pytest.raises(UserError, match="another run"):
+        reconstruct(tmp_path / "last.pt", tmp_path, tmp_path / "gt", **kw)
+
+
+def test_reconstruct_and_export_gt_show_progress(setup, capsys):
+    tmp_path, shards = setup
+    kw = dict(resolution=16, extent=0.12, build=SphereNet, shards=shards, joints="keypoints")
+    reconstruct(tmp_path / "last.pt", tmp_path, tmp_path / "p", **kw)
+    export_gt(tmp_path, tmp_path / "g", shards=shards)
+    err = capsys.readouterr().err
+    assert "reconstruct" in err and "export-gt" in err and "3/3" in err
+
+
+@pytest.mark.slow  # two spawned processes import torch
+def test_jobs_split_the_work_and_give_the_same_files(tmp_path):
+    """Two worker processes write byte-identical outputs to one process's (real network)."""
+    from gsdf_model.config import get_preset
+    from gsdf_model.train import build_model
+
+    cfg = get_preset("tiny")
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    for p in net.obj_decoder.parameters():  # an object surface near the wrist
+        p.data.mul_(0.3)
+    ckpt = {"format": CHECKPOINT_FORMAT, "model": net.state_dict(), "model_preset": "tiny",
+            "model_config": cfg.to_dict(), "epoch": 1, "stage": 2}  # fmt: skip
+    torch.save(ckpt, tmp_path / "last.pt")
+    shards = InMemoryShards([fake_sample(i) for i in range(3)])
+    kw = dict(resolution=16, progress=False, shards=shards)
+    one = reconstruct(tmp_path / "last.pt", tmp_path, tmp_path / "one", jobs=1, **kw)
+    two = reconstruct(tmp_path / "last.pt", tmp_path, tmp_path / "two", jobs=2, **kw)
+    assert one == {**two, "out": one["out"]} and one["written"] == 3
+    for f in sorted((tmp_path / "one").iterdir()):
+        assert f.read_bytes() == (tmp_path / "two" / f.name).read_bytes(), f.name

@@ -190,14 +190,14 @@ def train_cmd(
 @main.command("reconstruct")
 @click.argument("checkpoint", type=click.Path())
 @click.option(
-    "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
+    "--data", required=True, type=click.Path(), help="Folder with split folders (test/, ...)."
 )
 @click.option("--out", required=True, type=click.Path(), help="Output directory for meshes + json.")
 @click.option(
     "--resolution",
-    type=click.IntRange(min=2),
     default=128,
     show_default=True,
+    type=click.IntRange(min=8),  # below 8 there is no coarse lattice worth the name
     help="Grid points per axis per pass.",
 )
 @click.option(
@@ -210,18 +210,57 @@ def train_cmd(
     show_default=True,
     help="Keep the largest connected component (reference) or the one at the prediction.",
 )
-@click.option("--split", default="test", show_default=True, help="Split folder under --data.")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N samples.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option(
+    "--box",
+    type=click.Choice(["union", "per-shape"]),
+    default="union",
+    show_default=True,
+    help="Second pass over one cube around hand and object (reference), or one per shape.",
+)
+@click.option(
+    "--evaluation",
+    type=click.Choice(["coarse-to-fine", "dense"]),
+    default="coarse-to-fine",
+    show_default=True,
+    help="Decode only near the surfaces (same meshes), or every grid point (reference).",
+)
+@click.option(
+    "--joints",
+    type=click.Choice(["fk", "keypoints"]),
+    default="fk",
+    show_default=True,
+    help="FK of the IK rotations on the rest bones (reference), or the pose net's keypoints.",
+)
 @click.option(
     "--mano",
     type=click.Path(exists=True, dir_okay=False),
     help="The MANO_RIGHT.pkl the checkpoint was trained with (default: its recorded path).",
 )
+@click.option(
+    "--split", default="test", show_default=True, help="Split folder under --data ('.': DATA)."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N samples.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Processes.")
+@click.option("--overwrite", is_flag=True, help="Redo outputs of another checkpoint or setting.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
 def reconstruct_cmd(
-    checkpoint, data, out, resolution, gt_wrist, component, split, limit, device, mano
+    checkpoint,
+    data,
+    out,
+    resolution,
+    gt_wrist,
+    component,
+    box,
+    evaluation,
+    joints,
+    mano,
+    split,
+    limit,
+    jobs,
+    overwrite,
+    device,
 ):
-    """Meshes and predicted joints for the test split (resumes; skips finished samples)."""
+    """Meshes and joints for a split (resumes; skips finished samples of the same run)."""
     from gsdf_data.cli.errors import writable_dir
     from gsdf_model.reconstruct import reconstruct
 
@@ -236,9 +275,14 @@ def reconstruct_cmd(
             wrist="gt" if gt_wrist else "pred",
             device=device,
             component=component,
+            box=box,
+            evaluation=evaluation,
+            joints=joints,
+            mano=mano,
             split=split,
             limit=limit,
-            mano=mano,
+            jobs=jobs,
+            overwrite=overwrite,
         )
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None
@@ -250,13 +294,16 @@ def reconstruct_cmd(
 
 @main.command("export-gt")
 @click.option(
-    "--data", required=True, type=click.Path(), help="Shard directory (or one with test/)."
+    "--data", required=True, type=click.Path(), help="Folder with split folders (test/, ...)."
 )
 @click.option("--out", required=True, type=click.Path(), help="Output directory.")
-@click.option("--split", default="test", show_default=True, help="Split folder under --data.")
+@click.option(
+    "--split", default="test", show_default=True, help="Split folder under --data ('.': DATA)."
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N samples.")
-def export_gt_cmd(data, out, split, limit):
-    """Write the test split's GT meshes, joints and object centres in the layout of
+@click.option("--overwrite", is_flag=True, help="Redo outputs of other data.")
+def export_gt_cmd(data, out, split, limit, overwrite):
+    """Write a split's GT meshes, joints and object centres in the layout of
     `reconstruct`, for `gsdf-eval run PRED GT`."""
     from gsdf_data.cli.errors import writable_dir
     from gsdf_model.reconstruct import export_gt
@@ -264,7 +311,7 @@ def export_gt_cmd(data, out, split, limit):
     writable_dir(out)
 
     try:
-        s = export_gt(data, out, split=split, limit=limit)
+        s = export_gt(data, out, split=split, limit=limit, overwrite=overwrite)
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"exported {s['written']} samples ({s['skipped']} already there) → {s['out']}")

@@ -1,40 +1,56 @@
-"""Meshes from a trained gSDF network, and the ground truth in the same layout.
+"""Meshes and joints from a trained gSDF network, and the ground truth in the same layout.
 
-`reconstruct` decodes the hand and object SDFs of each test image on a grid in the camera
-frame and extracts their zero level sets (paper §4.2; reference: marching cubes in two
-passes at 128³ — the whole cube around the wrist, then the region where the surface is —
-keeping the largest connected component). `export_gt` writes the shards' ground truth in
-the layout `gsdf-eval run PRED GT` reads:
+`reconstruct` decodes the hand and object SDFs of each image of a split and extracts their
+zero level sets (`gsdf_model.meshing`: the reference's two 128³ passes, the second over one
+cube around hand ∪ object, the largest component), and writes the joints as the reference
+scores them: forward kinematics of the IK rotations on the hand model's rest bones, placed
+at the pose net's own predicted wrist. `reconstruct_sample` does one image (for inference
+on one's own images). `export_gt` writes a split's ground truth in the layout
+`gsdf-eval run PRED GT` reads:
 
     OUT/<id>_hand.ply   OUT/<id>_obj.ply   camera frame, metres
-    OUT/<id>.json       {"sample_id", "joints": 21×3, "obj_center": 3, ...}
+    OUT/<id>.json       {"sample_id", "joints": 21×3, "obj_center": 3, "run": {...}, ...}
+    OUT/run.json        what made the folder: checkpoint sha256 and settings (or the data)
 
 <id> is the sample id with path separators replaced by "_". Both commands skip samples whose
-three files already exist, so re-running resumes; every file is written to a temporary
-name and renamed.
+three files exist and whose json records the same run, so re-running resumes; a folder made
+by another checkpoint or other settings is refused (or redone with overwrite=True), never
+reused. Every file is written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
+from gsdf_model.data import GSDFDataset, fetch_sample, open_shards
+from gsdf_model.kinematics import hand_model_id
+from gsdf_model.meshing import (  # noqa: F401  (re-exported: the reconstruction API)
+    MeshingConfig,
+    anchored_component,
+    extract_surface,
+    grid_points,
+    largest_component,
+)
 from gsdf_model.runtime import (
     UserError,
     load_checkpoint_file,
     loader_options,
     model_from_checkpoint,
     parse_device,
-    resolve_split,
 )
+
+RUN_FILE = "run.json"
+# manopth's fingertip vertices (thumb, index, middle, ring, little): the reference's IK
+# output, hence its scored joints, uses these (ObMan's own labels use 744, 333, 443, 554, 672).
+MANOPTH_TIPS = (745, 317, 444, 556, 673)
 
 
 def file_stem(sample_id: str) -> str:
@@ -79,122 +95,136 @@ def write_sample(
     _write_atomic(out_dir / f"{stem}.json", (json.dumps(record) + "\n").encode())
 
 
-def _done(out_dir: Path, sample_id: str) -> bool:
-    stem = file_stem(sample_id)
-    return all((out_dir / f"{stem}{s}").is_file() for s in ("_hand.ply", "_obj.ply", ".json"))
+# ---------------------------------------------------------------------- inputs and records
+def _is_shard_dir(path: Path) -> bool:
+    return (path / "manifest.json").is_file() or any(path.glob("*.h5"))
 
 
-def _components(faces: np.ndarray, n_verts: int) -> np.ndarray:
-    """Connected-component label of each face (faces sharing a vertex are connected)."""
-    import scipy.sparse
-    from scipy.sparse.csgraph import connected_components
+def split_directory(data: str | Path, split: str) -> Path:
+    """The shard directory of `split` under `data`; split "." means `data` itself.
 
-    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_verts, n_verts))
-    _, labels = connected_components(graph, directed=False)
-    return labels[faces[:, 0]]
-
-
-def _keep_faces(verts: np.ndarray, faces: np.ndarray, keep: np.ndarray):
-    faces = faces[keep]
-    used = np.unique(faces)
-    remap = np.full(len(verts), -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    return verts[used], remap[faces]
-
-
-def largest_component(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The connected component with the most faces (vertices re-indexed, unused dropped)."""
-    if len(faces) == 0:
-        return verts, faces
-    label = _components(faces, len(verts))
-    return _keep_faces(verts, faces, label == np.bincount(label).argmax())
-
-
-def anchored_component(
-    verts: np.ndarray, faces: np.ndarray, anchor: np.ndarray, min_share: float = 0.1
-) -> tuple[np.ndarray, np.ndarray]:
-    """The component nearest to `anchor` (3,) among those with at least `min_share` of the
-    largest one's faces: what the network put at the predicted hand (or object), rather
-    than a larger spurious surface elsewhere in the cube."""
-    if len(faces) == 0:
-        return verts, faces
-    label = _components(faces, len(verts))
-    sizes = np.bincount(label)
-    dist = np.full(len(sizes), np.inf)
-    d_vert = np.linalg.norm(verts - np.asarray(anchor), axis=1)
-    np.minimum.at(dist, label, d_vert[faces[:, 0]])
-    dist[sizes < min_share * sizes.max()] = np.inf
-    return _keep_faces(verts, faces, label == int(np.argmin(dist)))
-
-
-def grid_points(lo: np.ndarray, hi: np.ndarray, res: int) -> np.ndarray:
-    """(res³, 3) points of a regular grid spanning the box [lo, hi] (corners included),
-    x slowest, z fastest (matches a (res, res, res) reshape indexed [i, j, k])."""
-    axes = [np.linspace(lo[d], hi[d], res) for d in range(3)]
-    g = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
-    return g.reshape(-1, 3)
-
-
-@dataclass(frozen=True)
-class MeshingConfig:
-    """resolution: grid points per axis in each pass; extent: half side (m) of the first
-    pass's cube around the wrist; chunk: query points per network call; component: which
-    connected component to keep, "largest" (the reference) or "anchored" (the one nearest
-    the predicted wrist / object centre, among the sizeable ones)."""
-
-    resolution: int = 128
-    extent: float = 0.3
-    chunk: int = 65536
-    component: str = "largest"
-
-
-def extract_surface(
-    sdf_fn: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    center: np.ndarray,
-    cfg: MeshingConfig,
-    anchors: tuple[np.ndarray, np.ndarray] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """Zero level sets of two SDFs (hand, object) by two-pass marching cubes.
-
-    sdf_fn: camera-frame points (M, 3) → (sdf_hand (M,), sdf_obj (M,)) in metres.
-    center: (3,) centre of the first-pass cube. anchors: (hand, object) points (3,) for
-    cfg.component == "anchored" (default: the cube's centre for both). Returns per shape (verts (V, 3) camera
-    frame, faces (F, 3)) — the largest connected component — or None without a surface.
+    A missing split is a UserError naming the splits present, never a fallback to `data`
+    (which would score the training samples as test ones, or succeed with none).
     """
-    from skimage.measure import marching_cubes
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"data directory {str(root)!r} does not exist")
+    if split == ".":
+        if not _is_shard_dir(root):
+            raise UserError(f"{str(root)!r} holds no shards")
+        return root
+    sub = root / split
+    if sub.is_dir() and _is_shard_dir(sub):
+        return sub
+    present = sorted(p.name for p in root.iterdir() if p.is_dir() and _is_shard_dir(p))
+    hint = f"splits present: {', '.join(present)}" if present else "no split folders in it"
+    if _is_shard_dir(root):
+        hint += f"; {str(root)!r} is itself a shard folder: pass --split . to use it"
+    raise UserError(f"no split {split!r} under {str(root)!r} ({hint})")
 
-    res = int(cfg.resolution)
-    lo = np.asarray(center, np.float64) - cfg.extent
-    hi = np.asarray(center, np.float64) + cfg.extent
-    coarse = sdf_fn(grid_points(lo, hi, res))
-    step = (hi - lo) / (res - 1)
-    results: list[tuple[np.ndarray, np.ndarray] | None] = []
-    for k in range(2):
-        vol = coarse[k].reshape(res, res, res)
-        near = np.argwhere(vol < np.linalg.norm(step))
-        if len(near) == 0 or vol.min() >= 0:
-            results.append(None)
-            continue
-        lo2 = lo + (near.min(0) - 2) * step
-        hi2 = lo + (near.max(0) + 2) * step
-        fine = sdf_fn(grid_points(lo2, hi2, res))[k].reshape(res, res, res)
-        if fine.min() >= 0 or fine.max() <= 0:
-            results.append(None)
-            continue
-        step2 = (hi2 - lo2) / (res - 1)
-        verts, faces, _, _ = marching_cubes(
-            fine.astype(np.float32), level=0.0, spacing=tuple(step2)
-        )
-        verts, faces = verts.astype(np.float64) + lo2, faces.astype(np.int64)
-        if cfg.component == "anchored":
-            anchor = center if anchors is None else anchors[k]
-            verts, faces = anchored_component(verts, faces, anchor)
-        else:
-            verts, faces = largest_component(verts, faces)
-        results.append((verts, faces))
-    return results
+
+def _open_split(data: str | Path, split: str) -> tuple[Any, Path]:
+    """(the shards of `split` under `data`, their directory), or a one-line UserError."""
+    split_dir = split_directory(data, split)
+    try:
+        return open_shards(split_dir), split_dir
+    except (FileNotFoundError, OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _data_digest(split_dir: Path | None) -> str | None:
+    """sha256 of the split's manifest (it lists every shard's checksum), when there is one."""
+    if split_dir is None or not (split_dir / "manifest.json").is_file():
+        return None
+    return file_digest(split_dir / "manifest.json")
+
+
+def _sample_jsons(out: Path) -> Iterable[Path]:
+    return (p for p in out.glob("*.json") if p.name != RUN_FILE)
+
+
+def _claim_out_dir(out: Path, run: dict[str, Any], overwrite: bool) -> None:
+    """Make `out` the folder of `run`: refuse (one line) when it holds another run's
+    outputs, unless overwrite (then those are redone). Writes OUT/run.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        differ = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
+        if differ and not overwrite:
+            raise UserError(
+                f"{str(out)!r} holds outputs of another run (differs in {', '.join(differ)}); "
+                "pass --overwrite to redo them, or another --out"
+            )
+    elif not overwrite:
+        foreign = sum(1 for _ in _sample_jsons(out))
+        if foreign:
+            raise UserError(
+                f"{str(out)!r} holds {foreign} samples that no run record vouches for; "
+                "pass --overwrite to redo them, or another --out"
+            )
+    _write_atomic(path, (json.dumps(run, sort_keys=True, indent=1) + "\n").encode())
+
+
+def _done(out_dir: Path, sample_id: str, run: dict[str, Any]) -> bool:
+    """Three files there and the json made by this very run (checkpoint, settings)."""
+    stem = file_stem(sample_id)
+    if not all((out_dir / f"{stem}{s}").is_file() for s in ("_hand.ply", "_obj.ply", ".json")):
+        return False
+    try:
+        return json.loads((out_dir / f"{stem}.json").read_text()).get("run") == run
+    except (OSError, ValueError):
+        return False
+
+
+def _progress(it: Iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="sample", dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- one sample
+def reference_joints(hand: Any, keypoints: np.ndarray) -> np.ndarray:
+    """The 21 joints the reference scores (gSDF `inverse_kinematics.py`): the rotations that
+    IK finds for `keypoints` (21, 3) paper order, posed by forward kinematics on the hand
+    model's mean-shape rest bones (fingertips: its tip vertices or points), translated so
+    that the wrist sits at keypoints[0]. hand: a `gsdf_data.hand.HandModel`. → (21, 3)."""
+    kp = torch.as_tensor(np.asarray(keypoints, np.float64), device=hand.device)[None]
+    with torch.no_grad():
+        rot = hand.ik(kp).local_rotmats
+        fk = hand.forward_rotmats(rot, skin=False).keypoints[0].double()
+    return (fk - fk[0] + kp[0, 0]).cpu().numpy()
+
+
+def load_joint_hand(mano_path: str | None, device: torch.device | str = "cpu") -> Any:
+    """The hand model for `reference_joints`: MANO with manopth's fingertips, or the
+    procedural hand when mano_path is None."""
+    from gsdf_data.hand import load_hand
+
+    if mano_path is None:
+        return load_hand(None, device=device)
+    try:
+        return load_hand(mano_path, device=device, tips=MANOPTH_TIPS)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the MANO model {str(mano_path)!r}: {err}") from None
+
+
+def _get(state: Any, name: str) -> torch.Tensor:
+    return state[name] if isinstance(state, dict) else getattr(state, name)
 
 
 def _placeholder(center: np.ndarray, radius: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
@@ -205,17 +235,107 @@ def _placeholder(center: np.ndarray, radius: float = 0.002) -> tuple[np.ndarray,
     return np.asarray(s.vertices) + center, np.asarray(s.faces)
 
 
-def _get(state: Any, name: str) -> torch.Tensor:
-    return state[name] if isinstance(state, dict) else getattr(state, name)
+def reconstruct_sample(
+    net: torch.nn.Module,
+    image: torch.Tensor,
+    K: torch.Tensor,
+    mcfg: MeshingConfig,
+    gt_wrist: torch.Tensor | None = None,
+    joint_hand: Any = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Meshes and joints of one image.
+
+    image: (3, H, W) or (T, 3, H, W) as the dataset gives it; K: (3, 3); gt_wrist: (3,)
+    camera metres for the SDF frame (the reference protocol), or None for the predicted
+    wrist. joint_hand: the hand model for `reference_joints`, or None to keep the pose
+    net's keypoints. Returns {"hand", "obj": (verts (V, 3), faces (F, 3)) or None,
+    "joints" (21, 3), "keypoints" (21, 3) as predicted, "obj_center" (3,), "points"
+    (decoded points)}, camera frame, metres.
+    """
+    device = torch.device(device)
+    image, K = image[None].to(device), K[None].to(device)
+    wrist = None if gt_wrist is None else gt_wrist[None].to(device)
+    with torch.no_grad():
+        state = net.encode(image, K, wrist=wrist)
+        keypoints = _get(state, "joints")[0].double().cpu().numpy()
+        obj_center = _get(state, "obj_center")[0].double().cpu().numpy()
+        centre = keypoints[0] if wrist is None else wrist[0].double().cpu().numpy()
+
+        def sdf_fn(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = torch.from_numpy(points.astype(np.float32))[None].to(device)
+            h, o = net.query(state, p)
+            return h[0].float().cpu().numpy(), o[0].float().cpu().numpy()
+
+        stats: dict[str, Any] = {}
+        hand, obj = extract_surface(sdf_fn, centre, mcfg, (centre, obj_center), stats)
+    joints = keypoints if joint_hand is None else reference_joints(joint_hand, keypoints)
+    return {
+        "hand": hand,
+        "obj": obj,
+        "joints": joints,
+        "keypoints": keypoints,
+        "obj_center": obj_center,
+        "points": stats["points"],
+    }
 
 
-def _open_split(data: str | Path, split: str) -> Any:
-    """The shards of `split` under `data`, or a one-line UserError."""
-    split_dir = resolve_split(data, split)
-    try:
-        return open_shards(split_dir)
-    except (FileNotFoundError, OSError, ValueError) as err:
-        raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
+# ---------------------------------------------------------------------- a split
+def _run_indices(
+    ckpt_path: Path,
+    shards: Any,
+    out: Path,
+    indices: list[int],
+    opts: dict[str, Any],
+    run: dict[str, Any],
+    build: Callable[[Any], torch.nn.Module] | None,
+    tick: Callable[[], None],
+    net_cfg: tuple[torch.nn.Module, Any] | None = None,
+) -> dict[str, int]:
+    """Reconstruct `indices` of `shards` into `out` (one process; net_cfg: the loaded
+    network and its configuration, else loaded from ckpt_path)."""
+    device = parse_device(opts["device"])
+    if net_cfg is None:
+        net_cfg = model_from_checkpoint(load_checkpoint_file(ckpt_path), build, opts["mano"])
+    net, cfg = net_cfg
+    net.to(device)
+    mcfg = MeshingConfig(**opts["meshing"])
+    joint_hand = None
+    if opts["joints"] == "fk":
+        joint_hand = load_joint_hand(cfg.mano_path, device)
+    dataset = GSDFDataset(shards, n_hand=0, n_obj=0, augment=None, **loader_options(cfg))
+    counts = {"written": 0, "skipped": 0, "empty_hand": 0, "empty_obj": 0}
+    for i in indices:
+        item = dataset[i]
+        if _done(out, item["sample_id"], run):
+            counts["skipped"] += 1
+            tick()
+            continue
+        gt_wrist = item["joints"][0] if opts["wrist"] == "gt" else None
+        r = reconstruct_sample(net, item["image"], item["K"], mcfg, gt_wrist, joint_hand, device)
+        extra = {
+            "wrist": opts["wrist"],
+            "empty_hand": r["hand"] is None,
+            "empty_obj": r["obj"] is None,
+            "keypoints": r["keypoints"].tolist(),
+            "run": run,
+        }
+        hand, obj = r["hand"], r["obj"]
+        if hand is None:
+            counts["empty_hand"] += 1
+            hand = _placeholder(r["joints"][0])
+        if obj is None:
+            counts["empty_obj"] += 1
+            obj = _placeholder(r["obj_center"])
+        write_sample(out, item["sample_id"], hand, obj, r["joints"], r["obj_center"], extra)
+        counts["written"] += 1
+        tick()
+    return counts
+
+
+def _worker(args: tuple, queue: Any, threads: int) -> dict[str, int]:
+    torch.set_num_threads(threads)
+    return _run_indices(*args, tick=lambda: queue.put(1))
 
 
 def reconstruct(
@@ -232,84 +352,129 @@ def reconstruct(
     progress: bool = True,
     build: Callable[[Any], torch.nn.Module] | None = None,
     shards: Any = None,
-    mano: str | Path | None = None,
+    box: str = "union",
+    evaluation: str = "coarse-to-fine",
+    joints: str = "fk",
+    mano: str | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Reconstruct the test split of `data` with a checkpoint; returns a summary dict.
+    """Reconstruct a split (default: test) of `data` with a checkpoint; returns a summary.
 
-    wrist: "gt" (the reference protocol: GT wrist for the SDF frame) or "pred".
-    extent: half side (m) of the first-pass cube; default 2 / recon_scale (the network's
-    SDF cube) when the model has one, else 0.3 m. component: "largest" (reference) or
-    "anchored" (see MeshingConfig). split: which split of `data` (when it has
-    train/ and test/ folders). limit: only the first `limit` samples. mano: the MANO file
-    the checkpoint was trained with, where it lives here (default: its recorded path).
+    wrist: "gt" (the reference protocol: GT wrist for the SDF frame) or "pred". extent: half
+    side (m) of the first-pass cube; default 2 / recon_scale (the network's SDF cube) when
+    the model has one, else 0.3 m. component, box, evaluation: see MeshingConfig. joints:
+    "fk" (the reference: `reference_joints` on MANO from `mano` or the checkpoint's
+    mano_path, else the procedural hand) or "keypoints" (the pose net's own). split: a
+    folder under `data` ("." for `data` itself); limit: only the first `limit` samples;
+    jobs: worker processes (each takes every jobs-th sample and an equal share of the
+    torch threads). overwrite: redo a folder made by another run instead of refusing.
     Summary: {"written", "skipped", "empty_hand", "empty_obj", "out"}.
     """
     if wrist not in ("gt", "pred"):
         raise UserError(f"wrist must be 'gt' or 'pred', not {wrist!r}")
-    if component not in ("largest", "anchored"):
-        raise UserError(f"component must be 'largest' or 'anchored', not {component!r}")
-    if resolution < 8:
-        raise UserError(f"resolution {resolution} is too small (at least 8)")
-    device = parse_device(device)
-    ckpt = load_checkpoint_file(checkpoint)
-    net, cfg = model_from_checkpoint(ckpt, build, mano_path=mano)
-    net.to(device)
+    if joints not in ("fk", "keypoints"):
+        raise UserError(f"joints must be 'fk' or 'keypoints', not {joints!r}")
+    if jobs < 1:
+        raise UserError(f"jobs must be at least 1, not {jobs}")
+    ckpt_path = Path(checkpoint)
+    ckpt_path = ckpt_path / "last.pt" if ckpt_path.is_dir() else ckpt_path
+    # built here once: a checkpoint of another hand model is refused before any work
+    net, cfg = model_from_checkpoint(load_checkpoint_file(ckpt_path), build, mano)
     if extent is None:
         scale = getattr(cfg, "recon_scale", None)
         extent = 2.0 / float(scale) if scale else 0.3
-    mcfg = MeshingConfig(resolution=int(resolution), extent=float(extent), component=component)
-
-    if shards is None:
-        shards = _open_split(data, split)
-    opts = loader_options(cfg)
-    dataset = GSDFDataset(shards, n_hand=0, n_obj=0, augment=None, **opts)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    summary = {"written": 0, "skipped": 0, "empty_hand": 0, "empty_obj": 0, "out": str(out)}
-    indices = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="reconstruct", dynamic_ncols=True, disable=None)
-    for i in indices:
-        item = dataset[i]
-        if _done(out, item["sample_id"]):
-            summary["skipped"] += 1
-            continue
-        batch = to_device(
-            {k: v[None] for k, v in item.items() if isinstance(v, torch.Tensor)}, device
+    try:
+        mcfg = MeshingConfig(
+            resolution=int(resolution),
+            extent=float(extent),
+            component=component,
+            box=box,
+            evaluation=evaluation,
         )
-        with torch.no_grad():
-            gt_wrist = batch["joints"][:, 0] if wrist == "gt" else None
-            state = net.encode(batch["image"], batch["K"], wrist=gt_wrist)
-            joints = _get(state, "joints")[0].float().cpu().numpy()
-            obj_center = _get(state, "obj_center")[0].float().cpu().numpy()
-            centre = (gt_wrist[0].cpu().numpy() if gt_wrist is not None else joints[0]).astype(
-                np.float64
-            )
-
-            def sdf_fn(points: np.ndarray, state=state) -> tuple[np.ndarray, np.ndarray]:
-                hs, os_ = [], []
-                for s in range(0, len(points), mcfg.chunk):
-                    p = torch.from_numpy(points[s : s + mcfg.chunk].astype(np.float32))
-                    h, o = net.query(state, p[None].to(device))
-                    hs.append(h[0].float().cpu().numpy())
-                    os_.append(o[0].float().cpu().numpy())
-                return np.concatenate(hs), np.concatenate(os_)
-
-            hand, obj = extract_surface(sdf_fn, centre, mcfg, anchors=(centre, obj_center))
-        extra = {"wrist": wrist, "empty_hand": hand is None, "empty_obj": obj is None}
-        if hand is None:
-            summary["empty_hand"] += 1
-            hand = _placeholder(joints[0])
-        if obj is None:
-            summary["empty_obj"] += 1
-            obj = _placeholder(obj_center)
-        write_sample(out, item["sample_id"], hand, obj, joints, obj_center, extra)
-        summary["written"] += 1
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    parse_device(device)
+    split_dir = None
+    if shards is None:
+        shards, split_dir = _open_split(data, split)
+    meshing = {k: getattr(mcfg, k) for k in ("resolution", "extent", "component", "box")}
+    meshing["evaluation"] = mcfg.evaluation
+    # What decides the outputs: a different value means different meshes or joints.
+    run = {
+        "kind": "reconstruct",
+        "checkpoint_sha256": file_digest(ckpt_path),
+        "data_sha256": _data_digest(split_dir),
+        "wrist": wrist,
+        "joints": joints,
+        "joint_hand": None if joints == "keypoints" else hand_model_id(cfg.mano_path),
+        **meshing,
+    }
+    out = Path(out)
+    _claim_out_dir(out, run, overwrite)
+    n = len(shards) if limit is None else min(limit, len(shards))
+    opts = {
+        "device": str(device),
+        "meshing": meshing,
+        "wrist": wrist,
+        "joints": joints,
+        "mano": None if mano is None else str(mano),
+    }
+    summary = {"written": 0, "skipped": 0, "empty_hand": 0, "empty_obj": 0, "out": str(out)}
+    if n == 0:
+        return summary
+    jobs = min(jobs, n)
+    bar = _progress(None, n, "reconstruct", progress) if progress else None
+    tick = bar.update if bar is not None else (lambda *_: None)
+    try:
+        if jobs == 1:
+            parts = [
+                _run_indices(
+                    ckpt_path, shards, out, list(range(n)), opts, run, build, tick, (net, cfg)
+                )
+            ]
+        else:
+            del net  # each worker loads its own
+            parts = _run_parallel(ckpt_path, shards, out, n, opts, run, build, jobs, tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    for p in parts:
+        for k, v in p.items():
+            summary[k] += v
     return summary
+
+
+def _run_parallel(ckpt_path, shards, out, n, opts, run, build, jobs, tick) -> list[dict]:
+    """`_run_indices` in `jobs` spawned processes (every jobs-th sample each), each with an
+    equal share of this process's torch threads; progress ticks come back on a queue."""
+    import multiprocessing as mp
+    import queue as queue_mod
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")  # fork after torch has started threads can hang
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        q = manager.Queue()
+        futures = [
+            pool.submit(
+                _worker,
+                (ckpt_path, shards, out, list(range(r, n, jobs)), opts, run, build),
+                q,
+                threads,
+            )
+            for r in range(jobs)
+        ]
+        while not all(f.done() for f in futures):
+            try:
+                q.get(timeout=0.2)
+                tick()
+            except queue_mod.Empty:
+                pass
+        while not q.empty():
+            q.get()
+            tick()
+        return [f.result() for f in futures]
 
 
 _GT_KEYS = (
@@ -330,23 +495,24 @@ def export_gt(
     limit: int | None = None,
     progress: bool = True,
     shards: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write a split's (default: test) ground truth (meshes, joints, object centre) in the layout
-    `reconstruct` writes. Summary: {"written", "skipped", "out"}."""
+    """Write a split's (default: test) ground truth (meshes, joints, object centre) in the
+    layout `reconstruct` writes (split "." is `data` itself; a missing split is an error).
+    Summary: {"written", "skipped", "out"}."""
+    split_dir = None
     if shards is None:
-        shards = _open_split(data, split)
+        shards, split_dir = _open_split(data, split)
+    run = {"kind": "ground-truth", "data_sha256": _data_digest(split_dir)}
+    if split_dir is not None:
+        run["split"] = split_dir.name
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(out, run, overwrite)
     n = len(shards) if limit is None else min(limit, len(shards))
     summary = {"written": 0, "skipped": 0, "out": str(out)}
-    indices = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="export-gt", dynamic_ncols=True, disable=None)
-    for i in indices:
+    for i in _progress(range(n), n, "export-gt", progress):
         s = fetch_sample(shards, i, _GT_KEYS)
-        if _done(out, s["sample_id"]):
+        if _done(out, s["sample_id"], run):
             summary["skipped"] += 1
             continue
         write_sample(
@@ -356,6 +522,7 @@ def export_gt(
             (s["obj_verts"], s["obj_faces"]),
             s["joints"],
             s["obj_center"],
+            {"run": run},
         )
         summary["written"] += 1
     return summary
