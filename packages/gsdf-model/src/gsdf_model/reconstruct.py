@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsdf_model.data import GSDFDataset, fetch_sample, open_shards
+from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
 from gsdf_model.kinematics import hand_model_id
 from gsdf_model.meshing import (  # noqa: F401  (re-exported: the reconstruction API)
     MeshingConfig,
@@ -311,8 +311,12 @@ def _run_indices(
             counts["skipped"] += 1
             tick()
             continue
-        gt_wrist = item["joints"][0] if opts["wrist"] == "gt" else None
-        r = reconstruct_sample(net, item["image"], item["K"], mcfg, gt_wrist, joint_hand, device)
+        # the loader's last step (uint8 → float image) as training batches get it
+        batch = to_device({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, device)
+        gt_wrist = batch["joints"][0, 0] if opts["wrist"] == "gt" else None
+        r = reconstruct_sample(
+            net, batch["image"][0], batch["K"][0], mcfg, gt_wrist, joint_hand, device
+        )
         extra = {
             "wrist": opts["wrist"],
             "empty_hand": r["hand"] is None,
@@ -377,6 +381,10 @@ def reconstruct(
         raise UserError(f"joints must be 'fk' or 'keypoints', not {joints!r}")
     if jobs < 1:
         raise UserError(f"jobs must be at least 1, not {jobs}")
+    parse_device(device)
+    split_dir = None
+    if shards is None:
+        shards, split_dir = _open_split(data, split)
     ckpt_path = Path(checkpoint)
     ckpt_path = ckpt_path / "last.pt" if ckpt_path.is_dir() else ckpt_path
     # built here once: a checkpoint of another hand model is refused before any work
@@ -394,10 +402,6 @@ def reconstruct(
         )
     except ValueError as err:
         raise UserError(str(err)) from None
-    parse_device(device)
-    split_dir = None
-    if shards is None:
-        shards, split_dir = _open_split(data, split)
     meshing = {k: getattr(mcfg, k) for k in ("resolution", "extent", "component", "box")}
     meshing["evaluation"] = mcfg.evaluation
     # What decides the outputs: a different value means different meshes or joints.
