@@ -90,7 +90,12 @@ def _user_errors():
 )
 @click.option("--pose-batch-size", type=click.IntRange(min=1), help="Global pose-stage batch.")
 @click.option("--lr", type=_PositiveFloat(), help="Initial learning rate of each stage.")
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="DataLoader workers per process (default: from the CPU cores).",
+)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, mps).")
 @click.option(
     "--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision on CUDA."
@@ -122,6 +127,7 @@ def train_cmd(
     pose_batch_size,
     lr,
     workers,
+    compile_,
     device,
     amp,
     resume,
@@ -143,7 +149,7 @@ def train_cmd(
         if epochs is not None or pose_epochs is not None:
             cfg = cfg.scaled(cfg.sdf_epochs if epochs is None else epochs, pose_epochs)
         changes = {"batch_size": batch_size, "pose_batch_size": pose_batch_size, "lr": lr}
-        changes |= {"num_workers": workers, "amp": amp}
+        changes |= {"num_workers": workers, "amp": amp, "compile": compile_ or None}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     except ValueError as err:  # a TrainConfig that fails its checks
         raise click.ClickException(str(err)) from None

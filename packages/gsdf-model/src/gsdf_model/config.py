@@ -162,7 +162,8 @@ class TrainConfig:
     rotation_deg is the angle's σ ("gaussian", clipped to ±90°) or half-range ("uniform"),
     applied with probability rotation_prob; colour_jitter: each channel × U[1 − x, 1 + x].
     num_workers: DataLoader workers per process; None: from this machine's cores
-    (`data.default_workers`).
+    (`data.default_workers`). channels_last applies on CUDA only; compile wraps the forward
+    in torch.compile (minutes of compilation, then faster steps).
     """
 
     pose_epochs: int = 100
@@ -187,6 +188,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     backbone_init: str = "none"
+    channels_last: bool = True  # on CUDA: NHWC convolutions (tensor cores)
+    compile: bool = False  # torch.compile the network's forward
 
     def __post_init__(self) -> None:
         checks = [

@@ -211,6 +211,8 @@ def setup_run(
     else:
         _load_backbones(net, cfg.backbone_init if backbone_weights is None else backbone_weights)
     net.to(dist.device)
+    if cfg.channels_last and dist.device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
 
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +291,8 @@ def train_stage(run: Run, stage: int) -> None:
         optimizer.load_state_dict(ckpt["optimizer"])  # resuming inside this stage
     # Wrapped per stage: which parameters train changes at the boundary.
     model = run.dist.wrap(run.net)
+    if run.cfg.compile:
+        model = torch.compile(model)
     for epoch in epochs:
         train_epoch(run, stage, epoch, model, optimizer)
 
