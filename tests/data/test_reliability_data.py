@@ -424,3 +424,23 @@ def test_resume_redoes_a_damaged_shard_and_cleans_temporaries(prepared, tmp_path
     assert path.read_bytes() == want
     assert not (d / ".shard-00001.h5.tmp-999999").exists()
     assert check(d) == []
+
+
+def test_restored_image_moves_later_shards_and_they_are_redone(obman, tmp_path):
+    """A missing image drops the sample in the reader, so every later task moves up one
+    place; once the image is back, shards recorded for the old places hold other samples
+    and must be redone, not reused."""
+    root = tmp_path / "obman"
+    shutil.copytree(obman["root"], root)
+    img = root / "train" / "rgb" / "00000003.jpg"
+    saved = img.read_bytes()
+    img.unlink()
+    out = tmp_path / "o"
+    res = _prepare_obman(root, obman["shapenet"], out, "--shard-size", "2")
+    assert res.exit_code == 0, res.output
+    img.write_bytes(saved)
+    res = _prepare_obman(root, obman["shapenet"], out, "--shard-size", "2")
+    assert res.exit_code == 0, res.output
+    assert "kept 3 of 5" in res.output
+    assert ShardSet(out).sample_ids() == ["00000003", "00000017", "00001005"]
+    assert check(out) == []

@@ -311,11 +311,31 @@ def _done(out: Path, j: int, digest: str) -> dict | None:
     return r if isinstance(r, dict) and r.get("config_digest") == digest else None
 
 
-def _redo_reason(out: Path, record: dict) -> str:
+def _shard_ids(tasks: Sequence, j: int, size: int) -> set[str] | None:
+    """The sample ids of the tasks that make shard j, or None when some task has no id
+    before it is loaded (then the check is skipped)."""
+    ids = set()
+    for t in range(j * size, min((j + 1) * size, len(tasks))):
+        sid = getattr(tasks[t], "sample_id", None)
+        if sid is None:
+            return None
+        ids.add(str(sid))
+    return ids
+
+
+def _redo_reason(out: Path, record: dict, ids: set[str] | None = None) -> str:
     """Why a recorded shard must be prepared again ("" when it can be kept): its file does not
-    match the record (truncated, replaced, damaged) or it dropped samples that may load now."""
+    match the record (truncated, replaced, damaged), it dropped samples that may load now, or
+    its samples are not the tasks now at its place (``ids``: the reader's list changed, e.g. a
+    missing image restored, so every later shard moved)."""
     from gsdf_data.shards import verify_checksums
 
+    if ids is not None:
+        done = set(record.get("sample_ids", [])) | {
+            str(b.get("sample_id")) for b in record.get("bad", [])
+        }
+        if done != ids:
+            return "moved"
     path = out / str(record.get("file"))
     if path.stat().st_size != record.get("bytes"):
         return "damaged"
@@ -442,7 +462,7 @@ def prepare_pairs(
         record = _done(out, j, digest)
         if record is None:
             todo.append(j)
-        elif _redo_reason(out, record):
+        elif _redo_reason(out, record, _shard_ids(tasks, j, size)):
             todo.append(j)
             report.shards_redone.append(shard_name(j))
         else:
