@@ -163,6 +163,7 @@ def test_show_refuses_an_incomplete_set(data, tmp_path):
         (["prepare", "synth", "--root", ".", "--out", "o", "--shard-size", "0"], "--shard-size"),
         (["prepare", "synth", "--root", ".", "--out", "o", "--points", "0"], "--points"),
         (["prepare", "synth", "--root", ".", "--out", "o", "--jobs", "0"], "--jobs"),
+        (["prepare", "synth", "--root", ".", "--out", "o", "--limit", "0"], "--limit"),
     ],
 )
 def test_impossible_options_are_refused_by_name(args, option):
@@ -182,6 +183,49 @@ def test_sample_checks_its_output_before_computing(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     res = CliRunner().invoke(main, ["sample", str(mesh), "--out", str(tmp_path / "file" / "a.npz")])
     _one_line_error(res, "--out", "cannot write")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["synth", "--samples", "2", "--out", "{blocked}"],
+        ["synth", "--samples", "2", "--preview", "{blocked}.png"],
+        ["show", "{data}", "--out", "{blocked}.png"],
+    ],
+)
+def test_other_outputs_are_checked_before_work(tmp_path, data, command):
+    (tmp_path / "file").write_text("x")
+    blocked = str(tmp_path / "file" / "o")
+    args = [a.format(blocked=blocked, data=data) for a in command]
+    _one_line_error(CliRunner().invoke(main, args), "cannot write")
+
+
+def test_os_and_package_errors_are_one_line_and_bugs_keep_their_traceback():
+    import click
+
+    from gsdf_data.cli.errors import OneLineErrors
+
+    @click.group(cls=OneLineErrors)
+    def cli():
+        pass
+
+    @cli.command()
+    @click.argument("what")
+    def fail(what):
+        if what == "disk":
+            raise OSError(28, "No space left on device", "/data/shard-00001.h5")
+        if what == "shards":
+            raise ShardSetError("/data: no manifest.json\n(second line)")
+        raise ZeroDivisionError("a bug")
+
+    res = CliRunner().invoke(cli, ["fail", "disk"])
+    assert res.exit_code == 1
+    assert res.output == "Error: /data/shard-00001.h5: No space left on device\n"
+    res = CliRunner().invoke(cli, ["fail", "shards"])
+    assert res.exit_code == 1
+    assert res.output == "Error: /data: no manifest.json (second line)\n"
+    res = CliRunner().invoke(cli, ["fail", "bug"])
+    assert isinstance(res.exception, ZeroDivisionError)  # a bug is not dressed up as a user error
 
 
 def test_prepare_checks_its_output_before_reading(tmp_path):

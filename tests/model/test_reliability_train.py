@@ -360,3 +360,22 @@ def test_reconstruct_output_is_checked_before_work(tmp_path, monkeypatch, comman
     res = CliRunner().invoke(main, [*args, "--data", str(tmp_path), "--out", out])
     _one_line_error(res, "--out", "cannot write")
     assert called == []
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Checkpoints load with weights_only: a pickled call is refused, not run."""
+    import torch
+
+    from gsdf_model.runtime import UserError
+    from gsdf_model.train import load_checkpoint_file
+
+    marker = tmp_path / "ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    torch.save({"format": "gsdf-checkpoint/1", "model": RunsCode()}, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint_file(tmp_path / "last.pt")
+    assert not marker.exists()
