@@ -17,6 +17,7 @@ from gsdf_model.data import (
     image_warp,
     to_device,
     warp_image,
+    worker_init,
 )
 
 K = np.array([[300.0, 0.0, 128.0], [0.0, 300.0, 128.0], [0.0, 0.0, 1.0]], dtype=np.float32)
@@ -305,3 +306,34 @@ def test_odd_point_counts(n_hand, n_obj):
 def test_default_workers_from_this_machines_cores(monkeypatch, cores, local_world, want):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_workers(local_world) == want
+
+
+def test_dataloader_workers_give_the_items_of_the_main_process(tmp_path):
+    """Through a real shard set (JPEG images) and a DataLoader worker process: the same
+    samples, augmentation and finished images as items made in this process."""
+    from gsdf_data.shards import ShardSet, ShardWriter, write_manifest
+
+    rng = np.random.default_rng(12)
+    w = ShardWriter(tmp_path / "shard-00000.h5", n_points=4000, image_format="jpg")
+    for i in range(6):
+        s = sphere_sample(rng, sample_id=f"s{i}")
+        s.pop("_centres")
+        s["image"] = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        s.update(hand_verts=np.eye(3), hand_faces=[[0, 1, 2]], obj_verts=np.eye(3))
+        s["obj_faces"] = [[0, 1, 2]]
+        w.add(s)
+    write_manifest(tmp_path, [w.close()], {"expected_shards": 1, "config": {}})
+    ds = GSDFDataset(ShardSet(tmp_path), n_hand=20, n_obj=20, augment=AugmentConfig(), seed=4)
+    ds.set_epoch(2)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=1, worker_init_fn=worker_init
+    )
+    got = [to_device(b, "cpu") for b in loader]
+    for k in range(2):
+        want = to_device(
+            torch.utils.data.default_collate([ds[i] for i in range(3 * k, 3 * k + 3)]), "cpu"
+        )
+        assert got[k]["sample_id"] == want["sample_id"]
+        for key in ("image", "points", "sdf_hand", "joints", "obj_center", "K"):
+            assert torch.equal(got[k][key], want[key]), key
+        assert got[k]["image"].dtype == torch.float32 and "colour" not in got[k]
