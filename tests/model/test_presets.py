@@ -189,6 +189,7 @@ def test_describe_prints_the_paper_schedule():
         "own mesh's points for the first 1201 epochs",
         "1000 hand + 1000 object",
         "(20 views + camera axis)",
+        "rotation N(0, 45°) clipped to ±90° with p 0.6, colour ×U[0.8, 1.2] per channel",
     ):
         assert fact in text
 

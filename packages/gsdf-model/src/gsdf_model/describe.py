@@ -100,8 +100,16 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
 
     obj = "hand only" if cfg.pose_obj_weight == 0 else f"+ object centre x{cfg.pose_obj_weight}"
     own = min(t.own_points_epochs, t.sdf_epochs)
+    from gsdf_model.data import AugmentConfig
+
+    clip = AugmentConfig().rotation_clip_deg
+    angle = (
+        f"N(0, {t.rotation_deg:g}°) clipped to ±{clip:g}°"
+        if t.rotation_dist == "gaussian"
+        else f"U(±{t.rotation_deg:g}°)"
+    )
     aug = (
-        f"rotation {t.rotation_dist} {t.rotation_deg:g}° (p {t.rotation_prob:g}), "
+        f"rotation {angle} with p {t.rotation_prob:g}, "
         f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel"
         if t.augment
         else "off"
