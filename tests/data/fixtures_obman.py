@@ -3,8 +3,8 @@
 `write_obman(tmp, hand)` makes `tmp/obman/train/{rgb,depth,meta}` with non-contiguous ids
 3, 17, 42, 1005 (+ 2000, a meta file without its image) and `tmp/ShapeNetCore.v2/<class>/<id>/
 models/model_normalized.obj`. Annotations are in ObMan's Blender camera frame (OpenGL axes);
-the object of sample 42 has every face duplicated with the opposite winding (double-sided:
-the filter must drop it). Returns what the tests compare against.
+the object of sample 42 is an open box whose every face is duplicated with the opposite
+winding (double-sided: the filter must drop it). Returns what the tests compare against.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def write_obman(tmp: Path, hand) -> dict:
         joints_cv = out.keypoints[0] + shift
         if i == DOUBLE_SIDED:
             cls, oid = "03797390", "doublesided0"
-            faces = np.vstack([box_f, box_f[:, ::-1]])
+            # an open box modelled double-sided, as ShapeNet's thin containers often are:
+            # its inside is seen through the open top from both sides
+            top = box_v[box_f].mean(axis=1)[:, 2] >= box_v[:, 2].max() - 1e-9
+            faces = np.vstack([box_f[~top], box_f[~top][:, ::-1]])
         else:
             cls, oid = "02876657", f"bottle{i:04d}"
             faces = box_f
