@@ -124,3 +124,19 @@ def test_a_checkpoint_of_another_model_is_one_line(video_checkpoint, tmp_path):
     with pytest.raises(UserError, match="does not fit this version's model") as err:
         Predictor.load(tmp_path / "other.pt")
     assert "\n" not in str(err.value)
+
+
+def test_images_are_read_as_shown(tmp_path):
+    """A phone's portrait JPEG: landscape pixels plus EXIF orientation 6 (turn 90° clockwise)."""
+    from PIL import Image
+
+    from gsdf_model.predict import read_image
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :5] = 255  # a white band on the left edge ends up on the top after the turn
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "p.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "p.jpg")
+    assert shown.shape == (40, 20, 3)
+    assert shown[:5].mean() > 200 and shown[10:].mean() < 30

@@ -59,11 +59,13 @@ def read_image(image: ImageLike) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a path, an array (grey, RGB or RGBA) or a PIL image; a
     UserError naming the file when it cannot be read."""
     if isinstance(image, str | Path):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         try:
             with Image.open(image) as im:
-                return np.asarray(im.convert("RGB"))
+                # phones store portrait shots sideways plus an EXIF turn: boxes and intrinsics
+                # refer to the picture as shown, so turn it the same way
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise UserError(f"cannot read image {str(image)!r}: {err}") from None
     if hasattr(image, "convert"):  # a PIL image
