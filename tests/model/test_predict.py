@@ -140,3 +140,20 @@ def test_images_are_read_as_shown(tmp_path):
     shown = read_image(tmp_path / "p.jpg")
     assert shown.shape == (40, 20, 3)
     assert shown[:5].mean() > 200 and shown[10:].mean() < 30
+
+
+def test_a_mano_checkpoint_without_its_file_names_the_option(video_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from gsdf_model.infer_cli import main
+
+    ckpt = torch.load(video_checkpoint, weights_only=True)
+    ckpt["hand_model"] = "mano:0123abcd"  # trained on a MANO file this machine lacks
+    torch.save(ckpt, tmp_path / "mano.pt")
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    args = [str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "mano.pt")]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--mano" in lines[0], lines

@@ -156,6 +156,7 @@ def infer(
     intrinsics: Intrinsics = Intrinsics(),
     device: str = "cpu",
     resolution: int = 64,
+    mano: str | Path | None = None,
     overlay: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -163,6 +164,7 @@ def infer(
     {"written", "out", "intrinsics", "seconds_per_image", "empty_hand", "empty_obj"}.
 
     boxes: one box (x0, y0, x1, y1) per image (None: the centre square), or one for all.
+    mano: the MANO file the checkpoint was trained with (see `Predictor.load`).
     """
     images = list_images(inputs)
     if boxes is None:
@@ -172,7 +174,7 @@ def infer(
         boxes = boxes * len(images)
     if len(boxes) != len(images):
         raise UserError(f"{len(boxes)} boxes for {len(images)} images (give one, or one each)")
-    predictor = Predictor.load(checkpoint, device=device, resolution=resolution)
+    predictor = Predictor.load(checkpoint, device=device, resolution=resolution, mano=mano)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stems = _stems(images)

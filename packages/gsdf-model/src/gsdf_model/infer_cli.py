@@ -38,9 +38,16 @@ from gsdf_model import __version__
     help="Field of view (degrees, longer side) assumed without --fx.",
 )
 @click.option("--resolution", default=64, show_default=True, help="Marching-cubes grid per pass.")
+@click.option(
+    "--mano",
+    type=click.Path(),
+    help="MANO_RIGHT.pkl the checkpoint was trained with (default: the path it recorded).",
+)
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Write overlay PNGs.")
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, mps).")
-def main(images, checkpoint, out, bbox, boxes, fx, fy, cx, cy, fov, resolution, overlay, device):
+def main(
+    images, checkpoint, out, bbox, boxes, fx, fy, cx, cy, fov, resolution, mano, overlay, device
+):
     """Hand and object meshes (PLY, camera frame), joints and an overlay for each IMAGE.
 
     IMAGE is an image file or a folder of them (taken in name order: the frames of a video,
@@ -67,6 +74,7 @@ def main(images, checkpoint, out, bbox, boxes, fx, fy, cx, cy, fov, resolution, 
             intrinsics=cam,
             device=device,
             resolution=resolution,
+            mano=mano,
             overlay=overlay,
         )
     except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as err:

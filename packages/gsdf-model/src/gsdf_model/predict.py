@@ -148,10 +148,12 @@ class Predictor:
         device: str | torch.device = "cpu",
         resolution: int = 64,
         component: str = "anchored",
+        mano: str | Path | None = None,
     ) -> Predictor:
         """A predictor from a training checkpoint (RUN/last.pt or RUN/). resolution: grid
         points per axis in each marching-cubes pass; component: "anchored" (the surface at
-        the prediction) or "largest" (the reference's choice)."""
+        the prediction) or "largest" (the reference's choice); mano: where the MANO file the
+        checkpoint was trained with is on this machine (default: the path it recorded)."""
         if resolution < 8:
             raise UserError(f"resolution {resolution} is too small (at least 8)")
         if component not in ("largest", "anchored"):
@@ -159,7 +161,7 @@ class Predictor:
         device = parse_device(device)
         ckpt = load_checkpoint_file(checkpoint)
         try:
-            net, cfg = model_from_checkpoint(ckpt)
+            net, cfg = model_from_checkpoint(ckpt, mano_path=mano)
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             # torch lists every mismatched tensor on its own line: the first says enough
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
