@@ -157,3 +157,18 @@ def test_a_mano_checkpoint_without_its_file_names_the_option(video_checkpoint, t
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "--mano" in lines[0], lines
+
+
+@pytest.mark.gpu
+def test_cuda_predicts_what_the_cpu_predicts(video_checkpoint):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device; none is available here")
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    K = default_intrinsics(160, 120)
+    cpu = Predictor.load(video_checkpoint, resolution=16)(img, bbox=(30, 20, 110, 100), K=K)
+    gpu = Predictor.load(video_checkpoint, device="cuda", resolution=16)
+    out = gpu(img, bbox=(30, 20, 110, 100), K=K)
+    assert next(gpu.net.parameters()).device.type == "cuda"
+    np.testing.assert_allclose(out.joints, cpu.joints, atol=1e-3)  # TF32 convolutions
+    np.testing.assert_allclose(out.obj_center, cpu.obj_center, atol=1e-3)
