@@ -69,8 +69,9 @@ def test_pair_identical_meshes_and_hand_only(examples_dir):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["hand_fscore_5mm"] == pytest.approx(1.0, abs=1e-6)  # 2PR/(P + R + 1e-7)
-    # RMS residual under 1 mm after moment matching: the reference protocol never solves
-    assert out["align_scale"] == pytest.approx(1.0, abs=2e-3)
+    # RMS residual under 1 mm after moment matching: the reference protocol never solves,
+    # so the scale is the ratio of two samplings' RMS radii
+    assert out["align_scale"] == pytest.approx(1.0, abs=5e-3)
     for key in (
         "obj_cd_cm2",
         "obj_fscore_5mm",
@@ -82,11 +83,11 @@ def test_pair_identical_meshes_and_hand_only(examples_dir):
         assert out[key] is None
 
 
-def _write_ply(path: Path, vertices, faces) -> Path:
-    lines = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", "property float x",
-             "property float y", "property float z", f"element face {len(faces)}",
+def _write_ply(path: Path, vertices, faces, dtype: str = "float") -> Path:
+    lines = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", f"property {dtype} x",
+             f"property {dtype} y", f"property {dtype} z", f"element face {len(faces)}",
              "property list uchar int vertex_indices", "end_header"]  # fmt: skip
-    lines += [" ".join(str(x) for x in v) for v in vertices]
+    lines += [" ".join(repr(x) if isinstance(x, float) else str(x) for x in v) for v in vertices]
     lines += ["3 " + " ".join(str(i) for i in f) for f in faces]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -312,9 +313,12 @@ def test_units_millimetres(examples_dir, tmp_path):
             if f.suffix == ".ply":
                 import trimesh
 
+                # written exactly (doubles): a float32 file would move the vertices by
+                # nanometres, enough to flip lattice nodes lying exactly on a box face,
+                # which the reference protocol's lattice does for axis-aligned faces
                 m = trimesh.load(f, process=False)
-                m.vertices = m.vertices * 1000.0
-                m.export(mm / sub / f.name)
+                verts = [[float(x) for x in v] for v in np.asarray(m.vertices) * 1000.0]
+                _write_ply(mm / sub / f.name, verts, m.faces.tolist(), dtype="double")
             else:
                 data = json.loads(f.read_text())
                 data = {k: (np.asarray(v) * 1000.0).tolist() for k, v in data.items()}

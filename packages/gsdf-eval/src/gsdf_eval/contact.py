@@ -154,6 +154,17 @@ def reference_lattice(lo: np.ndarray, hi: np.ndarray, res: float = 0.005) -> np.
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
+def _negative(vertices, faces, points, w_abs, exact) -> np.ndarray:
+    """S < 0 for points (Q, 3) given their |w| (Q,): |w| > 0.5 and d > 0. A point exactly
+    on the surface has S = 0 (lattice nodes can lie on a face aligned with the lattice); the
+    distance is only computed where the sign is in doubt, the only place d can be 0."""
+    inside = w_abs > 0.5
+    doubt = inside & exact
+    if doubt.any():
+        inside[doubt] = surface_distance(vertices, faces, points[doubt]) > 0
+    return inside
+
+
 def contact_metrics_reference(hand, obj, res: float = 0.005) -> dict:
     """penetration_cm, intersection_cm3 and contact as the reference's eval_contact.py.
 
@@ -188,8 +199,10 @@ def contact_metrics_reference(hand, obj, res: float = 0.005) -> dict:
     redo = reach & ~exact_deep
     w_deep[redo] = np.abs(exact_winding_number(ov, of, deep[redo]))
     depth = float(((2 * w_deep[reach] - 1) * d[reach]).max())
-    nodes = nodes[w[len(cand) :] > 0.5]
-    n_both = int((_winding_abs(hv, hf, nodes)[0] > 0.5).sum()) if len(nodes) else 0
+    nodes = nodes[_negative(ov, of, nodes, *(x[len(cand) :] for x in (w, exact)))]
+    if len(nodes):
+        nodes = nodes[_negative(hv, hf, nodes, *_winding_abs(hv, hf, nodes))]
+    n_both = len(nodes)
     return {
         "penetration_cm": depth * 100.0,
         "intersection_cm3": n_both * res**3 * 1e6,

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
-UNITS = {"m": 1.0, "mm": 1e-3}  # unit name -> metres per unit
+# unit name -> units per metre; dividing by 1000 (not multiplying by 1e-3, which is inexact)
+# turns millimetre values that came from metre values back into exactly those
+UNITS = {"m": 1.0, "mm": 1000.0}
 MAX_EXTENT_M = 1.0  # larger than any hand or hand-held object
 MIN_EXTENT_MM_M = 1e-3  # as millimetres, a whole mesh under 1 mm is a metre file
 
@@ -37,7 +39,7 @@ def _to_metres(path: Path, points: np.ndarray, units: str, what: str) -> np.ndar
     """points in `units` -> metres, refusing a size that says the units are wrong."""
     if units not in UNITS:
         raise EvalInputError(f"{path}: unknown units {units!r} (m or mm)")
-    points = points * UNITS[units]
+    points = points / UNITS[units]
     extent = float(np.ptp(points.reshape(-1, 3), axis=0).max()) if points.size > 3 else 0.0
     if extent > MAX_EXTENT_M:
         hint = "even read as millimetres" if units == "mm" else "millimetres? pass --units mm"
@@ -128,7 +130,7 @@ def load_annotation(path: str | Path, units: str = "m") -> Annotation:
     if joints is not None:
         joints = _to_metres(path, joints, units, "'joints'")
     if center is not None:
-        center = center * UNITS.get(units, 1.0)
+        center = center / UNITS.get(units, 1.0)
         if float(np.linalg.norm(center)) > 10 * MAX_EXTENT_M:
             hint = "even read as millimetres" if units == "mm" else "millimetres? pass --units mm"
             raise EvalInputError(f"{path}: 'obj_center' is over 10 m from the origin ({hint})")
