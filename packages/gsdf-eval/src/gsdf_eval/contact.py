@@ -109,21 +109,23 @@ def exact_winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.nda
     """Exact generalised winding numbers (Q,): every triangle's signed solid angle (Van
     Oosterom & Strackee) summed, / 4π. O(Q × F): for the few points that need it."""
     v, f = _mesh(vertices, faces)
-    tri = v[f]
+    # corner coordinates as (3 corners, 3 axes, F) rows: contiguous per-axis arithmetic
+    corners = np.ascontiguousarray(v[f].transpose(1, 2, 0))
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     out = np.empty(len(points))
-    for i in range(0, len(points), 8):
-        x = points[i : i + 8, None, :]
-        a, b, c = tri[None, :, 0] - x, tri[None, :, 1] - x, tri[None, :, 2] - x
-        la, lb, lc = (np.sqrt(np.einsum("pfk,pfk->pf", v, v)) for v in (a, b, c))
-        det = np.einsum("pfk,pfk->pf", a, np.cross(b, c))
+    for i, x in enumerate(points):
+        (ax, ay, az), (bx, by, bz), (cx, cy, cz) = (corners[k] - x[:, None] for k in range(3))
+        la = np.sqrt(ax * ax + ay * ay + az * az)
+        lb = np.sqrt(bx * bx + by * by + bz * bz)
+        lc = np.sqrt(cx * cx + cy * cy + cz * cz)
+        det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
         den = (
             la * lb * lc
-            + np.einsum("pfk,pfk->pf", a, b) * lc
-            + np.einsum("pfk,pfk->pf", b, c) * la
-            + np.einsum("pfk,pfk->pf", c, a) * lb
+            + (ax * bx + ay * by + az * bz) * lc
+            + (bx * cx + by * cy + bz * cz) * la
+            + (cx * ax + cy * ay + cz * az) * lb
         )
-        out[i : i + 8] = np.arctan2(det, den).sum(axis=1) / (2.0 * np.pi)
+        out[i] = np.arctan2(det, den).sum() / (2.0 * np.pi)
     return out
 
 
