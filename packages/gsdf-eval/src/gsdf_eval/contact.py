@@ -174,7 +174,8 @@ def contact_metrics_reference(hand, obj, res: float = 0.005) -> dict:
     w comes from libigl's fast approximation (a tenth of the cost: no exact hierarchy to
     build per mesh), recomputed exactly wherever the approximation could change the answer:
     a sign in doubt, or a vertex that could be the deepest. A point exactly on a surface
-    (d = 0, S = 0) is taken as outside.
+    has S = 0: a hand vertex there means contact (min S ≤ 0), a lattice node there is not
+    counted (S < 0 is).
     """
     hv, hf = _mesh(hand.vertices, hand.faces)
     ov, of = _mesh(obj.vertices, obj.faces)
@@ -191,16 +192,23 @@ def contact_metrics_reference(hand, obj, res: float = 0.005) -> dict:
     # one object query for the vertices and the nodes: libigl builds its tree per call
     w, exact = _winding_abs(ov, of, np.concatenate([cand, nodes]))
     inside = w[: len(cand)] > 0.5
-    if not inside.any():
-        return none
-    deep, w_deep, exact_deep = cand[inside], w[: len(cand)][inside], exact[: len(cand)][inside]
-    d = surface_distance(ov, of, deep)
-    # depth = max (2|w| − 1)·d; vertices whose bound could reach the best one get exact w
-    slack = np.where(exact_deep, 0.0, 2 * FAST_WN_TOLERANCE) * d
-    reach = (2 * w_deep - 1) * d + slack >= ((2 * w_deep - 1) * d - slack).max()
-    redo = reach & ~exact_deep
-    w_deep[redo] = np.abs(exact_winding_number(ov, of, deep[redo]))
-    depth = float(((2 * w_deep[reach] - 1) * d[reach]).max())
+    depth = 0.0
+    if inside.any():
+        deep, w_deep = cand[inside], w[: len(cand)][inside]
+        exact_deep = exact[: len(cand)][inside]
+        d = surface_distance(ov, of, deep)
+        # depth = max (2|w| − 1)·d; vertices whose bound could reach the best get exact w
+        slack = np.where(exact_deep, 0.0, 2 * FAST_WN_TOLERANCE) * d
+        reach = (2 * w_deep - 1) * d + slack >= ((2 * w_deep - 1) * d - slack).max()
+        redo = reach & ~exact_deep
+        w_deep[redo] = np.abs(exact_winding_number(ov, of, deep[redo]))
+        depth = float(((2 * w_deep[reach] - 1) * d[reach]).max())
+    else:
+        # no vertex inside: still in contact (min S = 0) if one lies exactly on the surface,
+        # which only a vertex whose winding number is in doubt (near 0.5) can
+        doubt = exact[: len(cand)]
+        if not (doubt.any() and (surface_distance(ov, of, cand[doubt]) == 0).any()):
+            return none
     nodes = nodes[_negative(ov, of, nodes, *(x[len(cand) :] for x in (w, exact)))]
     if len(nodes):
         nodes = nodes[_negative(hv, hf, nodes, *_winding_abs(hv, hf, nodes))]
