@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="demo-out", help="output directory (default: ./demo-out)")
     ap.add_argument("--samples", type=int, default=32, help="synthetic frames (train + test)")
     ap.add_argument("--epochs", type=int, default=60, help="SDF-stage epochs of the tiny preset")
-    ap.add_argument("--pose-epochs", type=int, default=40, help="pose-stage epochs")
+    ap.add_argument("--pose-epochs", type=int, default=80, help="pose-stage epochs")
     ap.add_argument("--resolution", type=int, default=48, help="marching-cubes grid per pass")
     ap.add_argument(
         "--scored", type=int, default=4, help="frames reconstructed and scored per split"

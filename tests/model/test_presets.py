@@ -172,7 +172,7 @@ def test_describe_cli():
     counts = parameter_counts(GSDFNet(get_preset("tiny"), ik=identity_ik))
     assert f"{counts['total']:,}" in res.output
     assert "FLOPs per sample" in res.output and "visual.transformer" in res.output
-    assert "stage 1 pose: 40 epochs" in res.output
+    assert "stage 1 pose: 80 epochs" in res.output
     bad = CliRunner().invoke(main, ["describe", "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset" in bad.output
 

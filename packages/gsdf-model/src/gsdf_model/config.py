@@ -249,9 +249,9 @@ PAPER_SCHEDULE = TrainConfig(backbone_init="imagenet")
 VIDEO_SCHEDULE = PAPER_SCHEDULE.replace(batch_size=64)
 # Minutes on a laptop CPU, same code paths: for the demo, the tests and smoke runs. Small
 # batches (more steps per epoch) and no rotation augmentation: a few hundred steps are all it
-# gets. 40 pose epochs fit the joints of a few dozen training frames.
+# gets. 80 pose epochs fit the joints of a few dozen training frames.
 TINY_SCHEDULE = TrainConfig(
-    pose_epochs=40,
+    pose_epochs=80,
     sdf_epochs=60,
     pose_batch_size=4,
     batch_size=4,
