@@ -426,3 +426,19 @@ def test_jobs_split_the_work_and_give_the_same_files(tmp_path):
     assert one == {**two, "out": one["out"]} and one["written"] == 3
     for f in sorted((tmp_path / "one").iterdir()):
         assert f.read_bytes() == (tmp_path / "two" / f.name).read_bytes(), f.name
+
+
+def test_cli_missing_split_is_one_line_and_exit_1(tmp_path):
+    from click.testing import CliRunner
+
+    from gsdf_model.cli import main
+
+    make_splits(tmp_path / "data", ["train"])
+    for args in (
+        ["reconstruct", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "data")],
+        ["export-gt", "--data", str(tmp_path / "data" / "train")],
+    ):
+        r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 1, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and "no split 'test'" in lines[0], r.output
