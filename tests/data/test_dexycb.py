@@ -188,3 +188,8 @@ def test_every_drop_has_a_line_left_hands_included(dex, tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert len(json.loads((out / "bad_samples.json").read_text())) == 4
+    # by default (the reference) the training frame with hand and object apart is kept
+    args = [a if a != str(out) else str(tmp_path / "default") for a in args[:-1]]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "dexycb s0-train: kept 3 of 6 samples, dropped 3" in res.output
