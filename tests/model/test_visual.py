@@ -55,7 +55,7 @@ def _tokens(seed=0, t=3):
 
 def test_spatial_only_transformer_keeps_frames_apart():
     tr = SpatioTemporalTransformer(
-        8, 16, 4, spatial_layers=2, temporal_layers=0, n_frames=3, size=4
+        8, 16, 4, spatial_layers=2, temporal_layers=0, n_frames=3, size=4, ffn=64
     )
     x = _tokens()
     y = tr(x)
@@ -69,7 +69,7 @@ def test_spatial_only_transformer_keeps_frames_apart():
 
 def test_temporal_transformer_mixes_frames():
     tr = SpatioTemporalTransformer(
-        8, 16, 4, spatial_layers=1, temporal_layers=1, n_frames=3, size=4
+        8, 16, 4, spatial_layers=1, temporal_layers=1, n_frames=3, size=4, ffn=64
     )
     x = _tokens()
     x2 = x.clone()
@@ -82,7 +82,7 @@ def test_v1_feature_is_the_same_for_every_point():
     enc = VisualEncoder(cfg)
     feats = torch.randn(2, 1, cfg.backbone_channels, 8, 8)
     state = enc.encode(feats)
-    assert state.shape == (2, cfg.visual_dim)
+    assert state.shape == (2, cfg.backbone_channels)  # the reference keeps the width
     K = torch.tensor([[300.0, 0, 128], [0, 300.0, 128], [0, 0, 1]]).expand(2, 3, 3)
     f = enc.point_features(state, torch.rand(2, 9, 3) + 0.3, K)
     assert f.shape == (2, 9, cfg.sdf_latent)
