@@ -315,12 +315,21 @@ def test_reference_joints_round_trip_rest_bones_and_predicted_wrist():
     hand, kp = posed_hand()
     # the model's own pose comes back unchanged
     np.testing.assert_allclose(reference_joints(hand, kp), kp, atol=2e-6)
-    # predicted bones 20 % too long, wrist elsewhere: the rest bones along the same directions,
-    # at the predicted wrist
+    # predicted bones 20 % too long, wrist elsewhere: rest bones, at the predicted wrist, each
+    # finger bone aimed from where FK put its parent at the predicted child (the reference)
     wrist = np.array([0.05, 0.01, 0.7])
     pred = wrist + 1.2 * (kp - kp[0])
     out = reference_joints(hand, pred)
-    np.testing.assert_allclose(out, kp - kp[0] + wrist, atol=2e-6)
+    np.testing.assert_allclose(out[0], wrist, atol=1e-9)
+    rest = hand.rest_keypoints()[0].double().numpy()
+    for a in (1, 5, 9, 13, 17):  # finger roots, paper order
+        for p, c in ((a, a + 1), (a + 1, a + 2), (a + 2, a + 3)):
+            bone, aim = out[c] - out[p], pred[c] - out[p]
+            assert np.linalg.norm(bone) == pytest.approx(np.linalg.norm(rest[c] - rest[p]), 1e-5)
+            assert np.linalg.norm(np.cross(bone / np.linalg.norm(bone), aim)) < 1e-6
+            assert bone @ aim > 0
+    # not the bone-direction variant (each bone along the predicted parent → child)
+    assert np.abs(out - (kp - kp[0] + wrist)).max() > 1e-3
 
 
 class PoseNet(SphereNet):
@@ -338,15 +347,19 @@ class PoseNet(SphereNet):
 
 def test_reconstruct_writes_fk_joints_at_the_predicted_wrist(setup):
     tmp_path, shards = setup
-    _, kp = posed_hand()
+    from gsdf_model.reconstruct import reference_joints
+
+    hand, kp = posed_hand()
     PoseNet.keypoints = kp
     out = tmp_path / "pred"
     reconstruct(tmp_path / "last.pt", tmp_path, out, resolution=24, extent=0.12, wrist="pred",
                 progress=False, build=PoseNet, shards=shards)  # fmt: skip
     for i in range(3):
         rec = json.loads((out / f"seq_{i:04d}.json").read_text())
-        wrist = np.asarray(rec["keypoints"])[0]
-        np.testing.assert_allclose(rec["joints"], kp - kp[0] + wrist, atol=2e-6)
+        pred = np.asarray(rec["keypoints"])
+        np.testing.assert_allclose(pred, pred[0] + 1.1 * (kp - kp[0]), atol=1e-6)
+        np.testing.assert_allclose(rec["joints"], reference_joints(hand, pred), atol=1e-9)
+        np.testing.assert_allclose(np.asarray(rec["joints"])[0], pred[0], atol=1e-9)
 
 
 # ---------------------------------------------------------------- splits, records, progress, jobs

@@ -200,12 +200,13 @@ def _progress(it: Iterable, total: int, desc: str, enabled: bool):
 # ---------------------------------------------------------------------- one sample
 def reference_joints(hand: Any, keypoints: np.ndarray) -> np.ndarray:
     """The 21 joints the reference scores (gSDF `inverse_kinematics.py`): the rotations that
-    IK finds for `keypoints` (21, 3) paper order, posed by forward kinematics on the hand
+    IK finds for `keypoints` (21, 3) paper order (each bone aimed from its FK-placed parent at
+    the predicted child, as the reference), posed by forward kinematics on the hand
     model's mean-shape rest bones (fingertips: its tip vertices or points), translated so
     that the wrist sits at keypoints[0]. hand: a `gsdf_data.hand.HandModel`. → (21, 3)."""
     kp = torch.as_tensor(np.asarray(keypoints, np.float64), device=hand.device)[None]
     with torch.no_grad():
-        rot = hand.ik(kp).local_rotmats
+        rot = hand.ik(kp, aim="fk").local_rotmats
         fk = hand.forward_rotmats(rot, skin=False).keypoints[0].double()
     return (fk - fk[0] + kp[0, 0]).cpu().numpy()
 

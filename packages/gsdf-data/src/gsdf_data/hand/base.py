@@ -260,12 +260,15 @@ class HandModel(torch.nn.Module):
         eye = torch.eye(3, dtype=self.dtype, device=self.device).expand(B, 16, 3, 3)
         return self.forward_rotmats(eye, betas=betas, skin=False).keypoints
 
-    def ik(self, keypoints: torch.Tensor, betas: torch.Tensor | None = None) -> IKResult:
+    def ik(
+        self, keypoints: torch.Tensor, betas: torch.Tensor | None = None, aim: str = "bone"
+    ) -> IKResult:
         """Analytic IK: keypoints (B, 21, 3) paper order -> `IKResult` of (B, 16, 3, 3)
         local and global rotations, on this model's rest bones (see
-        `kinematics.inverse_kinematics`). The wrist position is keypoints[:, 0]."""
+        `kinematics.inverse_kinematics`, also for aim). The wrist position is keypoints[:, 0]."""
         template = self.rest_keypoints(betas).to(keypoints.dtype)
-        return inverse_kinematics(keypoints, template if betas is not None else template[0])
+        template = template if betas is not None else template[0]
+        return inverse_kinematics(keypoints, template, aim=aim)
 
     def sample_poses(
         self, n: int, rng: np.random.Generator, grasp: float | None = None, noise: float = 1.0

@@ -235,7 +235,9 @@ class IKResult(NamedTuple):
     global_rotmats: torch.Tensor
 
 
-def inverse_kinematics(keypoints: torch.Tensor, template21: torch.Tensor) -> IKResult:
+def inverse_kinematics(
+    keypoints: torch.Tensor, template21: torch.Tensor, aim: str = "bone"
+) -> IKResult:
     """Analytic IK from 21 keypoints (paper order) to 16 joint rotations (MANO tree).
 
     keypoints: (B, 21, 3) paper order; template21: (21, 3) or (B, 21, 3) the model's rest
@@ -243,10 +245,16 @@ def inverse_kinematics(keypoints: torch.Tensor, template21: torch.Tensor) -> IKR
     The global rotation is the Kabsch fit of the 5 template wrist->finger-root bones to the
     target ones; every other joint gets the swing (no twist) that turns its template bone
     (joint -> child) onto the target bone, in the frame of its already-solved parent.
+    aim="fk" turns each template bone towards the target child from where forward
+    kinematics on the template bones put the joint (gSDF's `inverse_kinematics.py`), rather
+    than along the target bone (parent to child): the two agree when the target bones have
+    the template's lengths.
     Runs in float64 and returns the input dtype. FK of the result reproduces the keypoints
     exactly when the target bone lengths equal the template's (any pose of the same model);
     rotations equal the generating ones when those had no twist about the bones.
     """
+    if aim not in ("bone", "fk"):
+        raise ValueError(f"aim must be 'bone' or 'fk', not {aim!r}")
     dtype = keypoints.dtype
     X = from_paper_order(keypoints.double())  # (B, 21, 3) MANO order
     T = from_paper_order(template21.double())
@@ -257,15 +265,20 @@ def inverse_kinematics(keypoints: torch.Tensor, template21: torch.Tensor) -> IKR
     Rg = [None] * 16
     Rl = [None] * 16
     Rg[0] = Rl[0] = R0
+    # FK positions on the template bones, filled level by level (used by aim="fk")
+    P = X.clone()
+    P[:, roots] = X[:, :1] + ((T[:, roots] - T[:, :1]) @ R0.transpose(-1, -2))
     for level in LEVELS[1:]:
         idx = list(level)
         ch = [CHILD[j] for j in idx]
         Rp = torch.stack([Rg[PARENTS[j]] for j in idx], 1)  # (B, L, 3, 3)
         bone_t = T[:, ch] - T[:, idx]  # template bones, rest frame
-        bone_x = X[:, ch] - X[:, idx]  # target bones, world frame
+        start = P[:, idx] if aim == "fk" else X[:, idx]
+        bone_x = X[:, ch] - start  # target directions, world frame
         local_target = (Rp.transpose(-1, -2) @ bone_x[..., None])[..., 0]
         R = swing_rotation(bone_t, local_target)
         G = Rp @ R
+        P[:, ch] = P[:, idx] + (G @ bone_t[..., None])[..., 0]
         for k, j in enumerate(idx):
             Rl[j], Rg[j] = R[:, k], G[:, k]
     return IKResult(torch.stack(Rl, 1).to(dtype), torch.stack(Rg, 1).to(dtype))
