@@ -338,3 +338,30 @@ def test_checkpoint_records_its_hand_model_and_refuses_another(tmp_path, shards)
     with pytest.raises(UserError, match="no MANO file"):
         train("tiny", tmp_path, tmp_path / "r2", one, model_cfg=get_preset("tiny", mano_path="x"),
               progress=False, build=StandInNet, shards=shards)  # fmt: skip
+
+
+def test_init_from_a_single_frame_checkpoint_takes_all_but_the_transformer(tmp_path):
+    from gsdf_model.config import get_preset
+    from gsdf_model.network import GSDFNet
+    from gsdf_model.runtime import CHECKPOINT_FORMAT, save_atomic
+    from gsdf_model.train import init_from_checkpoint
+
+    def ik(kp):
+        return torch.eye(3).expand(kp.shape[0], 16, 3, 3), torch.zeros(kp.shape[0], 16, 3)
+
+    torch.manual_seed(1)
+    single = GSDFNet(get_preset("tiny", visual="v3"), ik=ik).state_dict()
+    ckpt = {"format": CHECKPOINT_FORMAT, "model": single, "hand_model": "procedural"}
+    save_atomic(ckpt, tmp_path / "single.pt")
+    torch.manual_seed(2)
+    video = GSDFNet(get_preset("tiny", visual="v4", n_frames=3), ik=ik)
+    before = {k: v.clone() for k, v in video.state_dict().items()}
+    n = init_from_checkpoint(video, tmp_path / "single.pt", "procedural")
+    after = video.state_dict()
+    transformer = [k for k in after if k.startswith("visual.transformer.")]
+    assert transformer and n == len(after) - len(transformer)
+    for k, v in after.items():
+        expected = before[k] if k in transformer else single[k]
+        torch.testing.assert_close(v, expected, rtol=0, atol=0)
+    with pytest.raises(UserError, match="another hand model"):
+        init_from_checkpoint(video, tmp_path / "single.pt", "mano:abc")

@@ -107,6 +107,12 @@ def _user_errors():
     "ResNet-18 state-dict file. Default: the preset's (imagenet for the paper's presets).",
 )
 @click.option(
+    "--init-from",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start from a trained gSDF checkpoint, all but its transformer (the reference's V4 "
+    "starts from its single-frame model).",
+)
+@click.option(
     "--mano",
     type=click.Path(exists=True, dir_okay=False),
     help="MANO_RIGHT.pkl: joint frames on MANO's rest bones (ObMan, DexYCB), as the reference. "
@@ -132,6 +138,7 @@ def train_cmd(
     amp,
     resume,
     backbone_weights,
+    init_from,
     mano,
     allow_partial,
 ):
@@ -150,6 +157,7 @@ def train_cmd(
             cfg = cfg.scaled(cfg.sdf_epochs if epochs is None else epochs, pose_epochs)
         changes = {"batch_size": batch_size, "pose_batch_size": pose_batch_size, "lr": lr}
         changes |= {"num_workers": workers, "amp": amp, "compile": compile_ or None}
+        changes["init_from"] = None if init_from is None else str(Path(init_from).resolve())
         cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     except ValueError as err:  # a TrainConfig that fails its checks
         raise click.ClickException(str(err)) from None

@@ -190,6 +190,7 @@ class TrainConfig:
     backbone_init: str = "none"
     channels_last: bool = True  # on CUDA: NHWC convolutions (tensor cores)
     compile: bool = False  # torch.compile the network's forward
+    init_from: str | None = None  # a trained gSDF checkpoint to start from (not its transformer)
 
     def __post_init__(self) -> None:
         checks = [

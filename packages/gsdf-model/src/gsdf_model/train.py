@@ -210,6 +210,8 @@ def setup_run(
         load_weights(net, ckpt, out / "last.pt")
     else:
         _load_backbones(net, cfg.backbone_init if backbone_weights is None else backbone_weights)
+        if cfg.init_from is not None:
+            init_from_checkpoint(net, cfg.init_from, hand)
     net.to(dist.device)
     if cfg.channels_last and dist.device.type == "cuda":
         net.to(memory_format=torch.channels_last)
@@ -269,6 +271,25 @@ def _load_backbones(net: nn.Module, spec: str | Path) -> None:
         load_backbone_weights(net, path)
     except (ValueError, RuntimeError, KeyError) as err:
         raise UserError(f"cannot load backbone weights {str(path)!r}: {err}") from None
+
+
+def init_from_checkpoint(net: nn.Module, path: str | Path, hand: str) -> int:
+    """Start from a trained gSDF checkpoint (the reference's video model starts from its
+    single-frame one): every weight whose name and shape match, except the spatio-temporal
+    transformer's. Returns how many tensors were taken."""
+    ckpt = load_checkpoint_file(path)
+    if ckpt.get("hand_model", "procedural") != hand:
+        raise UserError(f"{str(path)!r} was trained on another hand model than this run's")
+    own = net.state_dict()
+    take = {
+        k: v
+        for k, v in ckpt["model"].items()
+        if k in own and own[k].shape == v.shape and not k.startswith("visual.transformer.")
+    }
+    if not take:
+        raise UserError(f"{str(path)!r} has no weights that fit this network")
+    net.load_state_dict(take, strict=False)
+    return len(take)
 
 
 def lr_at(cfg: TrainConfig, stage: int, epoch_in_stage: int) -> float:
