@@ -340,3 +340,16 @@ def test_units_millimetres(examples_dir, tmp_path):
     for key, entry in a["metrics"].items():
         if entry["value"] is not None:
             assert b["metrics"][key]["value"] == pytest.approx(entry["value"], rel=1e-6), key
+
+
+def test_run_into_an_output_folder_that_cannot_be_made_fails_in_one_line(examples_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where the output folder's parent should be
+    _invoke_fails(
+        "run",
+        examples_dir / "pred",
+        examples_dir / "gt",
+        "--out",
+        blocker / "run",
+        words=(str(blocker),),
+    )

@@ -13,7 +13,22 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(" ".join(str(exc).split()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Ends a command on an OSError (an output folder that cannot be made, a file that cannot
+    be read) with one line naming the path, never a traceback. gsdf-eval cannot import
+    gsdf-data's helper for this: it depends on neither of the other packages."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as err:
+            reason = err.strerror or str(err) or type(err).__name__
+            raise click.ClickException(
+                f"{err.filename}: {reason}" if err.filename else reason
+            ) from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gsdf-eval")
 def main() -> None:
     """Score hand-object reconstructions with the standard metrics.
