@@ -148,8 +148,10 @@ def test_frames_use_rest_bones_not_predicted_ones():
     out = hand(global_orient=torch.randn(2, 3, generator=g),
                finger_pose=torch.randn(2, 45, generator=g) * 0.3)  # fmt: skip
     kp = out.keypoints
-    R, o = HandIK()(kp)
-    R2, o2 = HandIK()(kp[:, :1] + 1.3 * (kp - kp[:, :1]))
+    # aim="bone" turns each bone along the predicted one, so a uniform stretch keeps every
+    # rotation; the reference's aim="fk" does not (next test)
+    R, o = HandIK(aim="bone")(kp)
+    R2, o2 = HandIK(aim="bone")(kp[:, :1] + 1.3 * (kp - kp[:, :1]))
     torch.testing.assert_close(R2, R, atol=1e-5, rtol=0)
     torch.testing.assert_close(o2, o, atol=1e-5, rtol=0)
     # FK by hand along one chain: index MCP (1) → PIP (2) → DIP (3)
@@ -157,6 +159,34 @@ def test_frames_use_rest_bones_not_predicted_ones():
     e = o[:, 1] + (R[:, 1] @ (J[2] - J[1]))
     torch.testing.assert_close(o[:, 2], e, atol=1e-6, rtol=0)
     torch.testing.assert_close(o[:, 3], e + R[:, 2] @ (J[3] - J[2]), atol=1e-6, rtol=0)
+
+
+def test_frames_aim_each_bone_from_its_fk_parent_by_default():
+    """The reference's swing target: with bones of the wrong length, each FK-placed child lies
+    on the ray from its FK-placed parent towards the predicted child (checked by cross
+    products, not through the IK code), for every joint below the MCPs."""
+    hand = load_hand(None)
+    g = torch.Generator().manual_seed(5)
+    out = hand(global_orient=torch.randn(2, 3, generator=g),
+               finger_pose=torch.randn(2, 45, generator=g) * 0.3)  # fmt: skip
+    kp = out.keypoints
+    kp = kp[:, :1] + 1.3 * (kp - kp[:, :1])  # predicted bones 30 % too long
+    R, o = HandIK()(kp)
+    target = (kp - kp[:, :1])[:, list(MANO_TO_KEYPOINT)]  # predicted joints about the wrist
+    checked = 0
+    for c, j in enumerate(PARENTS):
+        if j <= 0:
+            continue
+        fk_dir = o[:, c] - o[:, j]
+        want = target[:, c] - o[:, j]
+        cross = torch.linalg.cross(fk_dir, want).norm(dim=-1)
+        assert (cross / (fk_dir.norm(dim=-1) * want.norm(dim=-1)) < 1e-5).all(), (j, c)
+        assert ((fk_dir * want).sum(-1) > 0).all()
+        checked += 1
+    assert checked == 10
+    # and that is not what aiming along the predicted bone gives
+    _, o_bone = HandIK(aim="bone")(kp)
+    assert (o_bone - o).abs().max() > 1e-3
 
 
 def test_fk_origins_by_hand():

@@ -58,11 +58,16 @@ class HandIK:
 
     The hand model (procedural by default, or MANO from `mano_path`, mean shape) is loaded
     on first use. No gradient flows through IK: its input is the frozen pose branch's
-    prediction.
+    prediction. aim: "fk" (the reference: each template bone is aimed from its FK-placed
+    parent at the predicted child) or "bone" (along the predicted parent → child bone); the
+    two agree when the predicted bones have the template's lengths.
     """
 
-    def __init__(self, mano_path: str | None = None) -> None:
+    def __init__(self, mano_path: str | None = None, aim: str = "fk") -> None:
+        if aim not in ("fk", "bone"):
+            raise ValueError(f"aim must be 'fk' or 'bone', not {aim!r}")
         self.mano_path = mano_path
+        self.aim = aim
         self._hand = None
 
     @torch.compiler.disable  # float64 IK with per-level loops: nothing to gain from compiling
@@ -76,7 +81,7 @@ class HandIK:
         if self._hand.device != keypoints.device:  # the rest bones live on the hand model
             self._hand = self._hand.to(keypoints.device)
         with torch.no_grad(), torch.autocast(keypoints.device.type, enabled=False):
-            rot = self._hand.ik(keypoints.detach().float()).global_rotmats
+            rot = self._hand.ik(keypoints.detach().float(), aim=self.aim).global_rotmats
             origins = fk_origins(rot, self._hand.joints_template)
         return rot.to(keypoints), origins.to(keypoints)
 
