@@ -171,7 +171,7 @@ def test_frames_aim_each_bone_from_its_fk_parent_by_default():
                finger_pose=torch.randn(2, 45, generator=g) * 0.3)  # fmt: skip
     kp = out.keypoints
     kp = kp[:, :1] + 1.3 * (kp - kp[:, :1])  # predicted bones 30 % too long
-    R, o = HandIK()(kp)
+    _, o = HandIK()(kp)
     target = (kp - kp[:, :1])[:, list(MANO_TO_KEYPOINT)]  # predicted joints about the wrist
     checked = 0
     for c, j in enumerate(PARENTS):
