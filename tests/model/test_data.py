@@ -15,9 +15,9 @@ from gsdf_model.data import (
     InMemoryShards,
     default_workers,
     image_warp,
+    limit_opencv_threads,
     to_device,
     warp_image,
-    worker_init,
 )
 
 K = np.array([[300.0, 0.0, 128.0], [0.0, 300.0, 128.0], [0.0, 0.0, 1.0]], dtype=np.float32)
@@ -325,9 +325,8 @@ def test_dataloader_workers_give_the_items_of_the_main_process(tmp_path):
     write_manifest(tmp_path, [w.close()], {"expected_shards": 1, "config": {}})
     ds = GSDFDataset(ShardSet(tmp_path), n_hand=20, n_obj=20, augment=AugmentConfig(), seed=4)
     ds.set_epoch(2)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=3, num_workers=1, worker_init_fn=worker_init
-    )
+    limit_opencv_threads()  # as the trainer does before its workers fork
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1)
     got = [to_device(b, "cpu") for b in loader]
     for k in range(2):
         want = to_device(

@@ -365,3 +365,50 @@ def test_init_from_a_single_frame_checkpoint_takes_all_but_the_transformer(tmp_p
         torch.testing.assert_close(v, expected, rtol=0, atol=0)
     with pytest.raises(UserError, match="another hand model"):
         init_from_checkpoint(video, tmp_path / "single.pt", "mano:abc")
+
+
+FORKED_WORKERS = """
+import dataclasses, sys
+import cv2, numpy as np
+from gsdf_model.data import InMemoryShards
+from test_train import CFG, sample
+
+# OpenCV's pool starts its threads in this process before the loader forks its worker.
+img = np.zeros((2048, 2048, 3), np.uint8)
+for _ in range(3):
+    cv2.warpAffine(img, np.float32([[1, 0.1, 3], [0.1, 1, 2]]), (2048, 2048))
+from gsdf_model.train import train
+cfg = dataclasses.replace(CFG, pose_epochs=1, sdf_epochs=1, num_workers=1, augment=True)
+rng = np.random.default_rng(0)
+train("tiny", data=sys.argv[1], out=sys.argv[1] + "/run", train_cfg=cfg, device="cpu",
+      progress=False, shards=InMemoryShards([sample(rng, i) for i in range(8)]))
+print("RESULT", flush=True)
+"""
+
+
+def test_loader_workers_start_after_opencv_has_started_threads(tmp_path):
+    """Regression: a forked loader worker that set OpenCV's thread count waited forever once
+    the parent's OpenCV pool had threads. Run in its own process group, killed on timeout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORKED_WORKERS, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("training with a forked loader worker hung")
+    assert proc.returncode == 0, err[-2000:]
+    assert "RESULT" in out

@@ -74,9 +74,14 @@ def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[flo
     return angle, colour.astype(np.float32)
 
 
-def worker_init(_worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: one OpenCV thread per worker (torch already runs one);
-    the workers are the parallelism, more threads each only oversubscribe the cores."""
+def limit_opencv_threads() -> None:
+    """One OpenCV thread in this process, and so in the DataLoader workers forked from it
+    (torch already runs one per worker: the workers are the parallelism).
+
+    Call it in the parent before the workers start, never in a forked worker: once the
+    parent's OpenCV pool has started threads, `cv2.setNumThreads` in a forked child waits
+    forever for threads the fork did not copy (tested).
+    """
     cv2.setNumThreads(1)
 
 

@@ -40,9 +40,9 @@ from gsdf_model.data import (
     AugmentConfig,
     GSDFDataset,
     default_workers,
+    limit_opencv_threads,
     open_shards,
     to_device,
-    worker_init,
 )
 from gsdf_model.resume import check_resume, load_weights
 from gsdf_model.runtime import (
@@ -331,6 +331,11 @@ def _loader(run: Run, stage: int, epoch: int) -> torch.utils.data.DataLoader:
 
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
+    workers = cfg.num_workers
+    if workers is None:
+        workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if workers:
+        limit_opencv_threads()  # before the workers fork
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch,
@@ -339,10 +344,7 @@ def _loader(run: Run, stage: int, epoch: int) -> torch.utils.data.DataLoader:
         generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         if sampler is None
         else None,
-        num_workers=cfg.num_workers
-        if cfg.num_workers is not None
-        else default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))),
-        worker_init_fn=worker_init,
+        num_workers=workers,
         pin_memory=run.device.type == "cuda",
         drop_last=len(dataset) >= 2 * batch * dist.world,
     )
