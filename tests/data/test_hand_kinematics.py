@@ -1,6 +1,8 @@
 """Kinematics on MANO's tree, checked against a naive NumPy reference, the rest pose, the
 tree structure and the IK round trip."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -251,3 +253,22 @@ def test_float32_batch_and_device_argument():
         hand.num_vertices,
         3,
     )
+
+
+def test_keypoint_orders_are_derived_and_name_the_right_parents():
+    from gsdf_data.hand.kinematics import (
+        KEYPOINT_FROM_MANO,
+        KEYPOINT_NAMES,
+        KEYPOINT_OF_MANO,
+        KEYPOINT_PARENTS,
+    )
+
+    assert [KEYPOINT_FROM_MANO[KEYPOINT_OF_MANO[m]] for m in range(21)] == list(range(21))
+    parent = {KEYPOINT_NAMES[k]: KEYPOINT_NAMES[p] for k, p in enumerate(KEYPOINT_PARENTS)}
+    chain = {"thumb": ("cmc", "mcp", "ip", "tip")}
+    chain |= {f: ("mcp", "pip", "dip", "tip") for f in ("index", "middle", "ring", "little")}
+    assert parent["wrist"] == "wrist"
+    for finger, parts in chain.items():
+        assert parent[f"{finger}_{parts[0]}"] == "wrist"
+        for a, b in itertools.pairwise(parts):
+            assert parent[f"{finger}_{b}"] == f"{finger}_{a}"

@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gsdf_data.hand.kinematics import KEYPOINT_OF_MANO, PARENTS
+
 # MANO's 16 joints (index, middle, little, ring, thumb; root→tip) → the 21 keypoints in the
 # paper's order (wrist; thumb, index, middle, ring, little; root→tip).
-MANO_TO_KEYPOINT = (0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3)
-
-
+MANO_TO_KEYPOINT = KEYPOINT_OF_MANO[:16]
 # MANO's kinematic tree (design.md): parent of each of the 16 joints.
-MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
+MANO_PARENTS = PARENTS
 
 
 def hand_model_id(mano_path: str | None) -> str:

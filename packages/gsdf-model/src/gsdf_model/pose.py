@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gsdf_data.hand.kinematics import KEYPOINT_PARENTS  # bone k: keypoint k to its parent
+
 
 def deconv_neck(in_ch: int, width: int, n: int) -> nn.Sequential:
     """n stride-2 4×4 transposed convolutions with BN+ReLU: (B,in,h,w) → (B,width,h·2^n,w·2^n)."""
@@ -130,10 +132,6 @@ def sample_view_directions(
     views = torch.stack([r * torch.cos(theta), r * torch.sin(theta), z], dim=-1)
     views = torch.cat([torch.tensor([[0.0, 0.0, 1.0]]), views], dim=0)
     return views.to(device)
-
-
-# Parent of each of the 21 keypoints (paper order); bone k joins keypoint k to its parent.
-KEYPOINT_PARENTS = (0, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
 
 
 def sample_ordinal_pairs(

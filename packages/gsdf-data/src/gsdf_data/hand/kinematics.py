@@ -32,6 +32,22 @@ KEYPOINT_NAMES: tuple[str, ...] = (
 )
 # Joints whose child is a fingertip, in tip order (thumb, index, middle, ring, little).
 TIP_PARENTS: tuple[int, ...] = (15, 3, 6, 12, 9)
+
+
+def _inverse(order: tuple[int, ...]) -> tuple[int, ...]:
+    inv = [0] * len(order)
+    for k, m in enumerate(order):
+        inv[m] = k
+    return tuple(inv)
+
+
+# MANO order (16 joints, then the 5 tips) -> index among the 21 keypoints (paper order).
+KEYPOINT_OF_MANO: tuple[int, ...] = _inverse(KEYPOINT_FROM_MANO)
+# Parent of each of the 21 keypoints, in paper order (the wrist is its own parent).
+KEYPOINT_PARENTS: tuple[int, ...] = tuple(
+    0 if m == 0 else KEYPOINT_OF_MANO[PARENTS[m] if m < 16 else TIP_PARENTS[m - 16]]
+    for m in KEYPOINT_FROM_MANO
+)
 # First joint of each finger in tip order; the wrist's children.
 FINGER_ROOTS: tuple[int, ...] = (13, 1, 4, 10, 7)
 # Joints grouped by depth in the tree, so FK runs 4 batched steps instead of 16.
@@ -66,10 +82,7 @@ def to_paper_order(joints16: torch.Tensor, tips5: torch.Tensor) -> torch.Tensor:
 
 def from_paper_order(keypoints: torch.Tensor) -> torch.Tensor:
     """keypoints (..., 21, 3) paper order -> (..., 21, 3) MANO order (16 joints, 5 tips)."""
-    inv = [0] * 21
-    for k, m in enumerate(KEYPOINT_FROM_MANO):
-        inv[m] = k
-    return keypoints[..., inv, :]
+    return keypoints[..., list(KEYPOINT_OF_MANO), :]
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:

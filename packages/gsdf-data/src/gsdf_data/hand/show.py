@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from gsdf_data.hand.base import HandModel
-from gsdf_data.hand.kinematics import KEYPOINT_FROM_MANO, PARENTS
+from gsdf_data.hand.kinematics import KEYPOINT_PARENTS
 
 POSES = ("flat", "fist", "random")
 # keypoint colours per finger (paper order: wrist, thumb, index, middle, ring, little)
@@ -59,11 +59,7 @@ def view_rotation(hand: HandModel, yaw: float = 25.0, pitch: float = -20.0) -> n
 
 def _bones(keypoints: np.ndarray) -> list[tuple[int, int]]:
     """(parent, child) pairs in paper order."""
-    mano_to_paper = {m: k for k, m in enumerate(KEYPOINT_FROM_MANO)}
-    pairs = [(mano_to_paper[p], mano_to_paper[j]) for j, p in enumerate(PARENTS) if p >= 0]
-    for tip, last in zip(range(16, 21), (15, 3, 6, 12, 9), strict=True):
-        pairs.append((mano_to_paper[last], mano_to_paper[tip]))
-    return pairs
+    return [(p, k) for k, p in enumerate(KEYPOINT_PARENTS) if k > 0]
 
 
 def render_hand(
