@@ -29,7 +29,6 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsdf_data import __version__
+from gsdf_data import __version__, config_io
 from gsdf_data.filter import FilterConfig
 from gsdf_data.sampling import SamplingConfig
 
@@ -107,20 +106,11 @@ class PrepareConfig:
     image_format: str = "png"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PrepareConfig:
-        d = dict(d)
-        if isinstance(d.get("sampling"), dict):
-            s = dict(d["sampling"])
-            for k in ("variances", "mesh_fractions"):
-                if isinstance(s.get(k), list):
-                    s[k] = tuple(s[k])
-            d["sampling"] = SamplingConfig(**s)
-        if isinstance(d.get("filter"), dict):
-            d["filter"] = FilterConfig(**d["filter"])
-        return cls(**d)
+        return config_io.from_dict(cls, d)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from gsdf_data import config_io
+
 BACKBONE_STRATEGIES = ("single", "symmetric", "asymmetric")
 HAND_KINEMATICS = ("k1", "k2", "k3")
 OBJ_KINEMATICS = ("ko1", "ko2", "ko3")
@@ -132,17 +134,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """JSON-friendly dict; `ModelConfig.from_dict` inverts it (checkpoints carry this)."""
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return config_io.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown model config fields: {unknown}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
+        return config_io.from_dict(cls, d)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gsdf_data import config_io
 from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
 from gsdf_model.kinematics import hand_model_id
 from gsdf_model.meshing import (  # noqa: F401  (re-exported: the reconstruction API)
@@ -300,7 +301,7 @@ def _run_indices(
         net_cfg = model_from_checkpoint(load_checkpoint_file(ckpt_path), build, opts["mano"])
     net, cfg = net_cfg
     net.to(device)
-    mcfg = MeshingConfig(**opts["meshing"])
+    mcfg = config_io.from_dict(MeshingConfig, opts["meshing"])
     joint_hand = None
     if opts["joints"] == "fk":
         joint_hand = load_joint_hand(cfg.mano_path, device)
