@@ -8,7 +8,6 @@ import torch
 from gsdf_model.pose import (
     HeatmapHead,
     RootDepthHead,
-    camera_to_voxels,
     ordinal_loss,
     sample_ordinal_pairs,
     sample_view_directions,
@@ -34,6 +33,16 @@ def test_soft_argmax_returns_centre_of_symmetric_blob():
     d2 = (x - peak[0]) ** 2 + (y - peak[1]) ** 2 + (z - peak[2]) ** 2
     logits = (-d2.float() / (2 * 1.5**2))[None, None]
     torch.testing.assert_close(soft_argmax_3d(logits)[0, 0], peak, atol=1e-4, rtol=0)
+
+
+def camera_to_voxels(X, K, ref_depth, image_size, heatmap_size, depth_extent):
+    """The inverse of `voxels_to_camera`, written out: project, then pixel -> voxel."""
+    stride = image_size / heatmap_size
+    z = X[..., 2]
+    u = K[:, 0, 0, None] * X[..., 0] / z + K[:, 0, 2, None]
+    v = K[:, 1, 1, None] * X[..., 1] / z + K[:, 1, 2, None]
+    d = ((z - ref_depth[:, None]) / depth_extent + 1.0) / 2.0 * (heatmap_size - 1)
+    return torch.stack([(u + 0.5) / stride - 0.5, (v + 0.5) / stride - 0.5, d], dim=-1)
 
 
 def test_voxels_to_camera_by_hand():

@@ -93,11 +93,6 @@ def to_frames(x: Tensor, R: Tensor, t: Tensor) -> Tensor:
     return torch.einsum("bfjk,bnfj->bnfk", R, d)
 
 
-def from_frames(local: Tensor, R: Tensor, t: Tensor) -> Tensor:
-    """Inverse of `to_frames`: local (B,N,F,3) → world points (B,N,F,3) = R_f·l + t_f."""
-    return torch.einsum("bfkj,bnfj->bnfk", R, local) + t[:, None]
-
-
 def hand_features(x: Tensor, R: Tensor, t: Tensor, variant: str) -> Tensor:
     """Hand kinematic feature e_h.
 

@@ -220,10 +220,6 @@ class GSDFNet(nn.Module):
         return self._state(feats, pose, K, wrist)
 
     # ------------------------------------------------------------------ SDF queries
-    def to_network_frame(self, points: Tensor, wrist: Tensor) -> Tensor:
-        """points (B,N,3) camera metres → network frame (B,N,3)."""
-        return (points - wrist[:, None]) * (self.cfg.recon_scale / 2.0)
-
     def query_network(self, state: EncodedState, points: Tensor) -> tuple[Tensor, Tensor]:
         """SDFs in network units (B,N), (B,N) for points (B,N,3) camera metres."""
         s = self.cfg.recon_scale / 2.0

@@ -73,18 +73,6 @@ def voxels_to_camera(
     return torch.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], dim=-1)
 
 
-def camera_to_voxels(
-    X: Tensor, K: Tensor, ref_depth: Tensor, image_size: int, heatmap_size: int, depth_extent: float
-) -> Tensor:
-    """Inverse of `voxels_to_camera`: (B,P,3) metres → (B,P,3) voxel coordinates."""
-    stride = image_size / heatmap_size
-    z = X[..., 2]
-    u = K[:, 0, 0, None] * X[..., 0] / z + K[:, 0, 2, None]
-    v = K[:, 1, 1, None] * X[..., 1] / z + K[:, 1, 2, None]
-    d = ((z - ref_depth[:, None]) / depth_extent + 1.0) / 2.0 * (heatmap_size - 1)
-    return torch.stack([(u + 0.5) / stride - 0.5, (v + 0.5) / stride - 0.5, d], dim=-1)
-
-
 class HeatmapHead(nn.Module):
     """Backbone features (B,C,h,w) → P heatmap volumes (B,P,S,S,S) → voxel coords (B,P,3)."""
 
