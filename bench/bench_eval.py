@@ -207,7 +207,7 @@ def run() -> dict:
         "agreement rows: a camera-frame hand-object pair (the bundled s000 hand at z = 0.6 m,"
         " a 2.2 cm sphere pressed 6 mm into it; prediction bumpy, scaled 1.08 about the camera"
         " and shifted) scored over 8 seeds by gsdf-eval (protocol gsdf) and by the brute-force"
-        " reference protocol of tests/eval/reference_protocol.py, 30,000 samples: mean of each,"
+        " reference protocol of tests/support/reference_protocol.py, 30,000 samples: mean of each,"
         " their difference in % of the reference, and the seed spread (standard deviation over"
         " seeds, % of the reference mean)"
     )
@@ -219,7 +219,7 @@ def agreement(seeds: int = 8) -> list[dict]:
     from gsdf_eval.run import EvalSettings, score_pair
 
     spec = importlib.util.spec_from_file_location(
-        "reference_protocol", ROOT / "tests" / "eval" / "reference_protocol.py"
+        "reference_protocol", ROOT / "tests" / "support" / "reference_protocol.py"
     )
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)

@@ -11,46 +11,18 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support.shard_samples import P, tiny_sample, write_finished_set
 
 from gsdf_data import shards as shards_module
 from gsdf_data.cli import main
 from gsdf_data.shards import ShardSet, ShardSetError, ShardWriter, check, write_manifest
-
-P = 600
-
-
-def _sample(i, rng):
-    pts = rng.uniform(-1, 1, (P, 3)).astype(np.float32)
-    return {
-        "sample_id": f"s{i}",
-        "image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
-        "K": np.eye(3),
-        "joints": rng.normal(size=(21, 3)),
-        "obj_center": np.zeros(3),
-        "norm_offset": np.zeros(3),
-        "norm_scale": 0.1,
-        "points": pts,
-        "sdf_hand": np.linalg.norm(pts, axis=1) - 0.5,
-        "sdf_obj": np.linalg.norm(pts - 0.3, axis=1) - 0.4,
-        "hand_verts": rng.normal(size=(4, 3)),
-        "hand_faces": [[0, 1, 2]],
-        "obj_verts": rng.normal(size=(4, 3)),
-        "obj_faces": [[0, 1, 2]],
-    }
 
 
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory):
     """Three samples in two shards with their manifest: a finished prepare."""
     root = tmp_path_factory.mktemp("shards")
-    rng = np.random.default_rng(0)
-    entries = []
-    for j, ids in enumerate(([0, 1], [2])):
-        w = ShardWriter(root / f"shard-{j:05d}.h5", n_points=P)
-        for i in ids:
-            w.add(_sample(i, rng))
-        entries.append(w.close())
-    write_manifest(root, entries, {"expected_shards": 2, "config": {}})
+    write_finished_set(root)
     return root
 
 
@@ -123,7 +95,7 @@ def test_fingerprint_follows_the_data(data, tmp_path):
     other = tmp_path / "other"
     rng = np.random.default_rng(9)
     w = ShardWriter(other / "shard-00000.h5", n_points=P)
-    w.add(_sample(0, rng))
+    w.add(tiny_sample(0, rng))
     write_manifest(other, [w.close()], {"expected_shards": 1, "config": {}})
     assert ShardSet(other).fingerprint != a.fingerprint
 
@@ -349,7 +321,7 @@ def test_missing_object_is_retried_after_it_is_restored(obman, tmp_path):
     assert ShardSet(tmp_path / "o").sample_ids() == ["00000003", "00000017", "00001005"]
 
 
-def test_unreadable_or_hostile_meta_file_is_one_bad_sample(obman, tmp_path):
+def test_unreadable_or_hostile_meta_file_is_one_badtiny_sample(obman, tmp_path):
     root = tmp_path / "obman"
     shutil.copytree(obman["root"], root)
     marker = tmp_path / "ran"

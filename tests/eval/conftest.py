@@ -23,16 +23,10 @@ def hand_mesh() -> trimesh.Trimesh:
 
 @pytest.fixture(scope="session")
 def reference():
-    """tests/eval/reference_protocol.py: the brute-force reference protocol (loaded by path:
-    the tests are imported in importlib mode, without their directory on sys.path)."""
-    import importlib.util
+    """The brute-force reference protocol (tests/support/reference_protocol.py)."""
+    from support import reference_protocol
 
-    spec = importlib.util.spec_from_file_location(
-        "reference_protocol", Path(__file__).with_name("reference_protocol.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return reference_protocol
 
 
 @pytest.fixture(scope="session", params=["origin", "camera"])

@@ -9,45 +9,16 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support.shard_samples import write_finished_set
 
-from gsdf_data.shards import ShardWriter, write_manifest
 from gsdf_model.cli import main
-
-P = 600
-
-
-def _sample(i, rng):
-    pts = rng.uniform(-1, 1, (P, 3)).astype(np.float32)
-    return {
-        "sample_id": f"s{i}",
-        "image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
-        "K": np.eye(3),
-        "joints": rng.normal(size=(21, 3)),
-        "obj_center": np.zeros(3),
-        "norm_offset": np.zeros(3),
-        "norm_scale": 0.1,
-        "points": pts,
-        "sdf_hand": np.linalg.norm(pts, axis=1) - 0.5,
-        "sdf_obj": np.linalg.norm(pts - 0.3, axis=1) - 0.4,
-        "hand_verts": rng.normal(size=(4, 3)),
-        "hand_faces": [[0, 1, 2]],
-        "obj_verts": rng.normal(size=(4, 3)),
-        "obj_faces": [[0, 1, 2]],
-    }
 
 
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory):
     """Three samples in two shards with their manifest: a finished prepare."""
     root = tmp_path_factory.mktemp("shards")
-    rng = np.random.default_rng(0)
-    entries = []
-    for j, ids in enumerate(([0, 1], [2])):
-        w = ShardWriter(root / f"shard-{j:05d}.h5", n_points=P)
-        for i in ids:
-            w.add(_sample(i, rng))
-        entries.append(w.close())
-    write_manifest(root, entries, {"expected_shards": 2, "config": {}})
+    write_finished_set(root)
     return root
 
 
@@ -195,21 +166,11 @@ def test_broken_manifest_is_one_line(data, tmp_path, trained):
 # --- resume: same preset, same network, same data, or one line (--restart) ---------------
 
 
-def _test_train_module():
-    """tests/model/test_train.py: its stand-in network and samples train in seconds."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).with_name("test_train.py")
-    spec = importlib.util.spec_from_file_location("_train_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def helpers():
-    return _test_train_module()
+    from support import train_helpers
+
+    return train_helpers
 
 
 @pytest.fixture(scope="module")
