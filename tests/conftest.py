@@ -1,8 +1,11 @@
-"""Shared test configuration: headless rendering and a loud skip for GPU tests without a GPU."""
+"""Shared test configuration: headless rendering, a loud skip for GPU tests without a GPU,
+and a small finished shard set (`shard_set`, copied afresh for each test as `data`)."""
 
 import os
+import shutil
 
 import pytest
+from support.shard_samples import write_finished_set
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
@@ -20,3 +23,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory):
+    """Three samples in two shards with their manifest: what a finished prepare leaves."""
+    root = tmp_path_factory.mktemp("shards")
+    write_finished_set(root)
+    return root
+
+
+@pytest.fixture()
+def data(tmp_path, shard_set):
+    """A copy of `shard_set` that the test may damage."""
+    d = tmp_path / "data"
+    shutil.copytree(shard_set, d)
+    return d

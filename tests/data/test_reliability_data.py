@@ -11,26 +11,11 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support.shard_samples import P, tiny_sample, write_finished_set
+from support.shard_samples import P, tiny_sample
 
 from gsdf_data import shards as shards_module
 from gsdf_data.cli import main
 from gsdf_data.shards import ShardSet, ShardSetError, ShardWriter, check, write_manifest
-
-
-@pytest.fixture(scope="module")
-def shard_set(tmp_path_factory):
-    """Three samples in two shards with their manifest: a finished prepare."""
-    root = tmp_path_factory.mktemp("shards")
-    write_finished_set(root)
-    return root
-
-
-@pytest.fixture()
-def data(tmp_path, shard_set):
-    d = tmp_path / "data"
-    shutil.copytree(shard_set, d)
-    return d
 
 
 def _one_line_error(res, *words):

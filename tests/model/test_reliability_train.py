@@ -9,24 +9,8 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support.shard_samples import write_finished_set
 
 from gsdf_model.cli import main
-
-
-@pytest.fixture(scope="module")
-def shard_set(tmp_path_factory):
-    """Three samples in two shards with their manifest: a finished prepare."""
-    root = tmp_path_factory.mktemp("shards")
-    write_finished_set(root)
-    return root
-
-
-@pytest.fixture()
-def data(tmp_path, shard_set):
-    d = tmp_path / "data"
-    shutil.copytree(shard_set, d)
-    return d
 
 
 @pytest.fixture()
