@@ -353,3 +353,37 @@ def test_run_into_an_output_folder_that_cannot_be_made_fails_in_one_line(example
         blocker / "run",
         words=(str(blocker),),
     )
+
+
+def _summary(folder, name, cdh, eh, n=4, n_expected=4):
+    folder.mkdir(parents=True)
+    metrics = {
+        "hand_cd_cm2": {"value": cdh, "n": n, "n_expected": n_expected},
+        "hand_joint_err_cm": {"value": eh, "n": 4, "n_expected": 4},
+    }
+    summary = {"name": name, "protocol": "gsdf", "n_expected": 4, "n_scored": n}
+    (folder / "summary.json").write_text(json.dumps(summary | {"metrics": metrics}))
+    return folder
+
+
+def test_table_groups_seeds_into_mean_and_sample_sd(tmp_path):
+    runs = [
+        _summary(tmp_path / "a0", "full-s0", 1.0, 2.0),
+        _summary(tmp_path / "b0", "k1-s0", 3.0, 5.0),
+        _summary(tmp_path / "a1", "full-s1", 2.0, 4.0),
+        _summary(tmp_path / "a2", "full-s2", 4.5, 6.0, n=3),
+        _summary(tmp_path / "c", "sphere", 9.0, 9.0),
+    ]
+    res = CliRunner().invoke(main, ["table", "--group-seeds", *map(str, runs)])
+    assert res.exit_code == 0, res.output
+    rows = {ln.split("|")[1].strip(): ln.split("|") for ln in res.output.splitlines()[2:5]}
+    assert list(rows) == ["full", "k1", "sphere"]  # in order of first appearance
+    full = rows["full"]
+    # CDh 1, 2, 4.5: mean 2.5, sample sd sqrt(((1.5)^2 + 0.5^2 + 2^2) / 2) = 1.803;
+    # one of the three seeds is partial in CDh, so the cell is starred
+    assert full[2].strip() == "3" and full[3].strip() == "2.500 ± 1.803*"
+    assert full[9].strip() == "4.00 ± 2.00"  # Eh 2, 4, 6
+    assert rows["k1"][3].strip() == "3.000 ± 0.000" and rows["sphere"][2].strip() == "1"
+    assert "mean ± sample standard deviation" in res.output
+    res = CliRunner().invoke(main, ["table", "--group-seeds", "--format", "csv", str(runs[0])])
+    assert res.exit_code == 2 and "markdown only" in res.output

@@ -214,22 +214,31 @@ def run(pred_dir, gt_dir, out_dir, jobs, protocol, units, seed, points, iters, o
     is_flag=True,
     help="Allow runs scored with different protocols in one table (each is labelled).",
 )
-def table(runs, fmt, plot, mixed_protocols):
+@click.option(
+    "--group-seeds",
+    is_flag=True,
+    help="One row per group of runs named NAME-s<seed>: mean ± sd over the seeds (md only).",
+)
+def table(runs, fmt, plot, mixed_protocols, group_seeds):
     """One table across RUNS (output directories of `gsdf-eval run`, or their summary.json).
 
     Columns as in the paper: CDh, FSh@1, FSh@5, CDo, FSo@5, FSo@10 (median CD, mean F-score),
     Eh, Eo (cm), then Cr (contact ratio %), Pd (penetration depth cm), Iv (intersection cm³),
     and Eh-rel (wrist-relative joint error, cm). A value marked * covers fewer samples than
     the GT set has (a partial run; the footnote says how many). Runs of different protocols
-    are refused unless --mixed-protocols.
+    are refused unless --mixed-protocols. --group-seeds: runs named NAME-s0, NAME-s1, ...
+    become one row of mean ± sample standard deviation over the seeds.
     """
     from gsdf_eval.io import EvalInputError
-    from gsdf_eval.table import check_protocols, load_run, plot_cd, render
+    from gsdf_eval.table import check_protocols, load_run, plot_cd, render, render_seed_groups
 
+    if group_seeds and fmt != "md":
+        raise click.UsageError("--group-seeds writes markdown only (--format md)")
     try:
         loaded = [load_run(r) for r in runs]
         check_protocols(loaded, allow_mixed=mixed_protocols)
-        click.echo(render(loaded, fmt), nl=False)
+        text = render_seed_groups(loaded) if group_seeds else render(loaded, fmt)
+        click.echo(text, nl=False)
         if plot:
             plot_cd(loaded, plot)
             click.echo(f"plot -> {plot}", err=True)

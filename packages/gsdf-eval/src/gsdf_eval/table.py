@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +199,50 @@ def render(runs: list[Run], fmt: str = "md") -> str:
             )
         return buf.getvalue()
     raise ValueError(f"unknown table format {fmt!r}")
+
+
+SEED_SUFFIX = re.compile(r"-s(\d+)$")
+
+
+def seed_groups(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """Runs named `<name>-s<seed>` grouped by <name>, in order of first appearance (a run
+    without the suffix is a group of its own)."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(SEED_SUFFIX.sub("", r.name), []).append(r)
+    return list(groups.items())
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def render_seed_groups(runs: list[Run]) -> str:
+    """A markdown table with one row per group of seeds: each cell `mean ± sd` of the runs'
+    values (sample standard deviation over seeds), * when any run of the group is partial."""
+    headers = ["Run", "seeds"] + [h for h, _, _ in COLUMNS]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(["---", "---:"] + ["---:"] * len(COLUMNS)) + "|",
+    ]
+    for name, members in seed_groups(runs):
+        cells = [name, str(len(members))]
+        for _, key, dec in COLUMNS:
+            values = [m.summary["metrics"].get(key, {}).get("value") for m in members]
+            if any(v is None for v in values):
+                cells.append("-")
+                continue
+            mean, sd = _mean_sd([float(v) for v in values])
+            star = "*" if any(_partial(m, key) for m in members) else ""
+            cells.append(f"{mean:.{dec}f} ± {sd:.{dec}f}{star}")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = footnotes(runs)
+    notes.insert(1, "Each cell: mean ± sample standard deviation over the seeds of a row.")
+    return "\n".join([*lines, "", *notes]) + "\n"
 
 
 def per_sample_values(run: Run, key: str) -> list[float]:
