@@ -16,9 +16,16 @@ def identity_ik(keypoints):
     return torch.eye(3).expand(b, 16, 3, 3).clone(), torch.zeros(b, 16, 3)
 
 
-EXPECTED = {"obman", "dexycb", "dexycb-video", "tiny"} | {
-    *"k1 k2 k3 ko1 ko2 ko3 v1 v2 v3 v4 single symmetric asymmetric".split()
-}
+EXPECTED = {
+    "obman",
+    "dexycb",
+    "dexycb-video",
+    "tiny",
+    "tiny-v2",
+    "tiny-k1",
+    "tiny-ko1",
+    "tiny-v1",
+} | {*"k1 k2 k3 ko1 ko2 ko3 v1 v2 v3 v4 single symmetric asymmetric".split()}
 
 
 def test_registry():
@@ -62,6 +69,13 @@ def test_ablations_change_only_their_factor():
         assert _diff(get_preset(k), base) <= {"name", "backbone"}
     assert get_preset("k1").hand_kinematics == "k1" and get_preset("ko2").obj_kinematics == "ko2"
     assert get_preset("single").backbone == "single"
+    # the tiny-size study: the paper's full model and one factor changed per ablation
+    small = get_preset("tiny-v2")
+    assert (small.hand_kinematics, small.obj_kinematics, small.visual) == ("k3", "ko3", "v2")
+    assert _diff(small, get_preset("tiny")) == {"name", "visual"}
+    assert _diff(get_preset("tiny-k1"), small) == {"name", "hand_kinematics"}
+    assert _diff(get_preset("tiny-ko1"), small) == {"name", "obj_kinematics"}
+    assert _diff(get_preset("tiny-v1"), small) == {"name", "visual"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -92,12 +106,12 @@ def test_shapes(name):
     assert first_h.in_features == cfg.sdf_latent + dims[cfg.hand_kinematics]
     assert first_o.in_features == cfg.sdf_latent + dims[cfg.obj_kinematics]
     # heatmaps 64³ at full size
-    if name != "tiny":
+    if not name.startswith("tiny"):
         assert net.hand_pose.size == 64 and net.hand_pose.n_points == 21
     counts = parameter_counts(net)
     n_backbones = {"single": 1, "symmetric": 2, "asymmetric": 2}[cfg.backbone]
     assert len([k for k in counts if k.startswith("backbone.")]) == n_backbones
-    if name != "tiny":
+    if not name.startswith("tiny"):
         for k, v in counts.items():
             if k.startswith("backbone."):
                 assert v == 11_176_512

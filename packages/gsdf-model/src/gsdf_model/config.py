@@ -306,9 +306,16 @@ def _presets() -> dict[str, Preset]:
         # gradient dwarfs the joint MSE's while orders are wrong); a tenth lets them fit.
         ordinal_weight=0.1,
     )
+    # The paper's full model (K3, Ko3, V2) and its main ablations at the tiny size, for
+    # studies on a CPU (tools/experiment.py): each varies one factor of tiny-v2.
+    small_full = models["tiny"].replace(name="tiny-v2", visual="v2")
+    models["tiny-v2"] = small_full
+    models["tiny-k1"] = small_full.replace(name="tiny-k1", hand_kinematics="k1")
+    models["tiny-ko1"] = small_full.replace(name="tiny-ko1", obj_kinematics="ko1")
+    models["tiny-v1"] = small_full.replace(name="tiny-v1", visual="v1")
 
     def schedule(m: ModelConfig) -> TrainConfig:
-        if m.name == "tiny":
+        if m.name.startswith("tiny"):
             return TINY_SCHEDULE
         return VIDEO_SCHEDULE if m.is_video else PAPER_SCHEDULE
 
