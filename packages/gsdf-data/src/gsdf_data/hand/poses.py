@@ -171,7 +171,9 @@ def curl_poses(
     normal), the thumb turned towards the palm. The synthetic dataset closes these onto an
     object, finger by finger, so they are drawn more closed than a hand holding it."""
     flex = curl_axes(rest_mano21, side)
-    normal = palm_frame(rest_mano21, side).normal
+    # the spread turns about the palm normal; as an axis-angle vector (a pseudovector) it
+    # takes the chirality sign, so a left hand spreads as the mirror of a right one
+    spread_axis = (-1.0 if side == "left" else 1.0) * palm_frame(rest_mano21, side).normal
     aa = np.zeros((n, 16, 3))
     for f, root in enumerate(FINGER_ROOTS):
         a, b, c = root, root + 1, root + 2
@@ -182,7 +184,7 @@ def curl_poses(
             continue
         curl = rng.uniform(0.75, 1.05, n)[:, None]
         aa[:, a] = flex[a] * curl * rng.uniform(1.1, 1.4, n)[:, None]
-        aa[:, a] += normal * rng.uniform(-0.08, 0.08, n)[:, None]
+        aa[:, a] += spread_axis * rng.uniform(-0.08, 0.08, n)[:, None]
         aa[:, b] = flex[b] * curl * rng.uniform(1.4, 1.7, n)[:, None]
         aa[:, c] = flex[c] * curl * rng.uniform(0.8, 1.1, n)[:, None]
     return aa
