@@ -88,7 +88,8 @@ class GraspBuilder:
         self.rest_mano21 = from_paper_order(rest.keypoints[0])
         palm = palm_frame(self.rest_mano21, hand.side)
         self.normal, self.along, self.palm_centre = palm
-        # which finger moves each vertex (-1: palm), from closing one finger at a time
+        # which finger moves each vertex (-1: palm), from closing one finger at a time (any
+        # bending axes would do; these curl every joint towards the palm normal)
         flex = joint_axes(self.rest_mano21, hand.side, towards=self.normal)[0]
         probe = np.zeros((5, 45))
         for f, chain in enumerate(self.CHAINS):
@@ -109,7 +110,8 @@ class GraspBuilder:
         return HandOutput(*(np.asarray(getattr(out, f.name), np.float64) for f in fields(out)))
 
     def sample_pose(self, rng: np.random.Generator) -> np.ndarray:
-        """A grasp-like finger pose (45,) float64: the hand module's "curl" style."""
+        """A grasp-like finger pose (45,): the hand module's "curl" style, in float64 (the
+        closing factors α scale it before the model casts it to its own dtype)."""
         side = self.hand.side
         return sample_poses(
             1, rng, rest_mano21=self.rest_mano21, side=side, style="curl", dtype=np.float64
