@@ -21,7 +21,8 @@ JOBS = 2
 
 
 def _breakdown() -> dict:
-    from gsdf_data.datasets.synth import SynthConfig, cached_sequence, synth_tasks
+    from gsdf_data.datasets.synth import SynthConfig, cached_sequence
+    from gsdf_data.datasets.synth_writers import synth_tasks
     from gsdf_data.prepare import PrepareConfig, make_sample
 
     cfg = SynthConfig(samples=4 * SEQ_LEN, seq_len=SEQ_LEN, seed=123)

@@ -131,6 +131,10 @@ def test_left_hand_is_the_mirror(hand):
     flp = left.sample_poses(1, np.random.default_rng(2), grasp=1.0, noise=0.0)
     frp = hand.sample_poses(1, np.random.default_rng(2), grasp=1.0, noise=0.0)
     np.testing.assert_allclose(flp, frp * np.tile(mirror_aa, 15), atol=1e-6)
+    # and so does the "curl" style (the synthetic dataset's grasps)
+    flp = left.sample_poses(2, np.random.default_rng(2), style="curl")
+    frp = hand.sample_poses(2, np.random.default_rng(2), style="curl")
+    np.testing.assert_allclose(flp, frp * np.tile(mirror_aa, 15), atol=1e-6)
 
 
 def test_pose_sampler_closure_and_determinism(hand):
@@ -157,3 +161,28 @@ def test_generation_reproduces_the_packaged_asset():
     assert abs(len(fresh["vertices"]) - len(cached["vertices"])) <= 0.02 * len(cached["vertices"])
     vol = [trimesh.Trimesh(d["vertices"], d["faces"]).volume for d in (fresh, cached)]
     assert abs(vol[0] - vol[1]) < 0.01 * vol[1]
+
+
+def test_curl_style_curls_every_finger_towards_the_palm(hand):
+    """The "curl" style: each finger bent about its flexion axes towards the palm side (tips
+    in front of the palm, nearer the wrist than at rest), the thumb across the palm; a
+    distribution of its own, not the closure one, and reproducible."""
+    from gsdf_data.hand.kinematics import from_paper_order
+    from gsdf_data.hand.poses import palm_frame
+
+    a = hand.sample_poses(40, np.random.default_rng(4), style="curl")
+    b = hand.sample_poses(40, np.random.default_rng(4), style="curl")
+    assert np.array_equal(a, b) and a.shape == (40, 45)
+    assert not np.allclose(a, hand.sample_poses(40, np.random.default_rng(4)))
+    rest = hand.rest_keypoints()[0].numpy().astype(np.float64)
+    palm = palm_frame(from_paper_order(rest))
+    kp = hand.forward_numpy(finger_pose=a).keypoints
+    tips = kp[:, [8, 12, 16, 20]]
+    height = (tips - palm.centre) @ palm.normal  # > 0: in front of the palm
+    assert (height > 0.005).all()
+    reach = np.linalg.norm(tips - rest[0], axis=-1)
+    assert (reach < np.linalg.norm(rest[[8, 12, 16, 20]] - rest[0], axis=-1) - 0.02).all()
+    thumb_tip = kp[:, 4]
+    assert ((thumb_tip - palm.centre) @ palm.normal > 0).all()
+    with pytest.raises(ValueError, match="closure"):
+        hand.sample_poses(1, np.random.default_rng(0), grasp=0.5, style="curl")

@@ -182,3 +182,37 @@ def test_synth_with_a_mano_file_and_prepare_needs_it(tmp_path, fixtures_dexycb):
     assert "kept 2 of 2" in res.output
     res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])  # procedural hand
     assert res.exit_code != 0 and "--mano" in res.output and "Traceback" not in res.output
+
+
+def test_grasp_poses_come_from_the_hand_module():
+    """One grasp-pose source: the finger pose a sequence holds is the hand module's "curl"
+    pose (drawn right after the object, from the sequence's generator), each finger closed
+    by one factor α onto the object; its joints and vertices are the hand model's forward
+    kinematics of that pose, moved rigidly per frame."""
+    from gsdf_data.datasets.grasps import GraspBuilder
+    from gsdf_data.datasets.objects import ObjectLibrary
+    from gsdf_data.hand import load_hand
+    from gsdf_data.hand.kinematics import FINGER_ROOTS
+
+    cfg = SynthConfig(samples=2, seq_len=2, seed=5, objects="procedural", test_fraction=0.0)
+    hand = load_hand(None)
+    for index in range(cfg.n_sequences):
+        seq = cached_sequence(cfg, index, False)
+        rng = np.random.default_rng([cfg.seed, index])
+        ObjectLibrary.from_option(cfg.objects).sample(rng)
+        drawn = hand.sample_poses(1, rng, style="curl")[0].reshape(15, 3)
+        held = seq.grasp.finger_pose.reshape(15, 3)
+        for root in FINGER_ROOTS:
+            rows = [root - 1, root, root + 1]
+            alpha = np.abs(held[rows]).sum() / np.abs(drawn[rows]).sum()
+            assert np.isclose(alpha, GraspBuilder.ALPHAS).any(), alpha
+            np.testing.assert_allclose(held[rows], alpha * drawn[rows], atol=1e-6)
+        fk = hand.forward_numpy(finger_pose=seq.grasp.finger_pose[None])
+        np.testing.assert_allclose(seq.grasp.keypoints, fk.keypoints[0], atol=1e-6)
+        np.testing.assert_allclose(seq.grasp.verts, fk.vertices[0], atol=1e-6)
+        for fr in seq.frames:
+            np.testing.assert_allclose(fr.keypoints, fk.keypoints[0] @ fr.hand_R.T + fr.hand_t,
+                                       atol=1e-6)  # fmt: skip
+            posed = hand.forward_numpy(rotmats=fr.rotmats[None])
+            kp = posed.keypoints[0] - posed.keypoints[0, :1] + fr.keypoints[:1]
+            np.testing.assert_allclose(kp, fr.keypoints, atol=1e-5)

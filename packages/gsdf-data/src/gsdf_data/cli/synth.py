@@ -37,7 +37,8 @@ def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, job
     import time
     from pathlib import Path
 
-    from gsdf_data.datasets.synth import SynthConfig, format_summary
+    from gsdf_data.datasets.synth import SynthConfig
+    from gsdf_data.datasets.synth_writers import format_summary
 
     if samples < 1 or seq_len < 1:
         raise click.ClickException("--samples and --seq-len must be at least 1")
@@ -62,7 +63,7 @@ def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, job
         from gsdf_data.cli.errors import writable_file
 
         writable_file(preview, "--preview")
-        from gsdf_data.datasets.synth import preview as make_preview
+        from gsdf_data.datasets.synth_preview import preview as make_preview
 
         path = make_preview(SynthConfig(**{**cfg.__dict__, "seq_len": 1}), preview, n=samples)
         click.echo(f"{samples} frames -> {path}")

@@ -271,16 +271,23 @@ class HandModel(torch.nn.Module):
         return inverse_kinematics(keypoints, template, aim=aim)
 
     def sample_poses(
-        self, n: int, rng: np.random.Generator, grasp: float | None = None, noise: float = 1.0
+        self,
+        n: int,
+        rng: np.random.Generator,
+        grasp: float | None = None,
+        noise: float = 1.0,
+        style: str = "closure",
     ) -> np.ndarray:
         """Plausible grasp-like finger poses (n, 45) for this model's `forward(finger_pose=)`
-        (its hands_mean already subtracted); see `poses.sample_poses`."""
+        (its hands_mean already subtracted); see `poses.sample_poses` (also for style)."""
         from gsdf_data.hand.kinematics import from_paper_order
         from gsdf_data.hand.poses import sample_poses
 
         with torch.no_grad():
             rest = from_paper_order(self.rest_keypoints()[0]).double().cpu().numpy()
-        pose = sample_poses(n, rng, grasp=grasp, rest_mano21=rest, side=self.side, noise=noise)
+        pose = sample_poses(
+            n, rng, grasp=grasp, rest_mano21=rest, side=self.side, noise=noise, style=style
+        )
         return pose - self.hands_mean.cpu().numpy().astype(np.float32)
 
     def to_trimesh(self, vertices: np.ndarray, closed: bool = True):
