@@ -56,6 +56,12 @@ def test_complete_set_trains_and_says_on_how_many_samples(data, tmp_path, traine
     assert len(trained[0]["shards"]) == 3
 
 
+def test_seed_reaches_the_training_configuration(data, tmp_path, trained):
+    assert _train(data, tmp_path / "a").exit_code == 0
+    assert _train(data, tmp_path / "b", "--seed", "7").exit_code == 0
+    assert [c["cfg"].seed for c in trained] == [0, 7]
+
+
 def test_missing_manifest_is_refused_unless_partial_is_allowed(data, tmp_path, trained):
     (data / "manifest.json").unlink()
     _one_line_error(_train(data, tmp_path / "run"), "no manifest.json", "--allow-partial")

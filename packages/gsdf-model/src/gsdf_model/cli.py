@@ -123,6 +123,11 @@ def _user_errors():
     is_flag=True,
     help="Train on an incomplete shard set on purpose (an interrupted or --shard k/n prepare).",
 )
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    help="Seed of the initial weights, the sample order and the augmentation (default 0).",
+)
 def train_cmd(
     preset,
     data,
@@ -141,6 +146,7 @@ def train_cmd(
     init_from,
     mano,
     allow_partial,
+    seed,
 ):
     """Train the two stages (pose, then SDF with the pose frozen); re-running resumes."""
     import dataclasses
@@ -156,7 +162,7 @@ def train_cmd(
         if epochs is not None or pose_epochs is not None:
             cfg = cfg.scaled(cfg.sdf_epochs if epochs is None else epochs, pose_epochs)
         changes = {"batch_size": batch_size, "pose_batch_size": pose_batch_size, "lr": lr}
-        changes |= {"num_workers": workers, "amp": amp, "compile": compile_ or None}
+        changes |= {"num_workers": workers, "amp": amp, "compile": compile_ or None, "seed": seed}
         changes["init_from"] = None if init_from is None else str(Path(init_from).resolve())
         cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     except ValueError as err:  # a TrainConfig that fails its checks
