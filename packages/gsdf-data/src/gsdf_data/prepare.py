@@ -379,7 +379,8 @@ def _preflight(tasks: Sequence, indices: list[int], config: PrepareConfig, probe
 
 def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: int) -> dict:
     """manifest.json and bad_samples.json from the shard records present now."""
-    from gsdf_data.shards import atomic_write_text, write_manifest
+    from gsdf_data.files import atomic_write_text
+    from gsdf_data.shards import write_manifest
 
     entries, bad = [], []
     for j in range(n_shards):
@@ -431,7 +432,8 @@ def prepare_pairs(
     Returns:
         :class:`PrepareReport`.
     """
-    from gsdf_data.shards import ShardWriter, atomic_write_text, shard_name
+    from gsdf_data.files import atomic_write_text
+    from gsdf_data.shards import ShardWriter, shard_name
 
     t0 = time.perf_counter()
     if config is None:
@@ -554,7 +556,7 @@ def _refuse_empty(out: Path, digest: str, n_shards: int, n_tasks: int) -> None:
     no manifest to mistake for a result, only bad_samples.json to say why."""
     from collections import Counter
 
-    from gsdf_data.shards import atomic_write_text
+    from gsdf_data.files import atomic_write_text
 
     records = [r for j in range(n_shards) if (r := _done(out, j, digest)) is not None]
     if not records or sum(int(r.get("n_samples", 0)) for r in records):

@@ -80,8 +80,9 @@ def sample(mesh, object_mesh, n_points, out, sdf_backend, sign, min_per_side, se
         arrays["sdf"] = sdf[:, 0].astype(np.float32)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    from gsdf_data.files import atomic_write
+
+    with atomic_write(out) as tmp:
+        np.savez_compressed(tmp, **arrays)
     inside = ", ".join(f"{int(c[0])} inside / {int(c[1])} outside" for c in s.counts)
     click.echo(f"{len(s.points)} points ({inside}) -> {out}")

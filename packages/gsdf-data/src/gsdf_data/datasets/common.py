@@ -202,8 +202,8 @@ def run_prepare(
     import json
     from pathlib import Path
 
+    from gsdf_data.files import atomic_write_text
     from gsdf_data.prepare import prepare_pairs
-    from gsdf_data.shards import atomic_write_text
 
     report = prepare_pairs(
         tasks,
