@@ -717,9 +717,8 @@ def _obman_pipeline(hand, objects, rows, notes):
 
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.obman import obman_tasks
-    from gsdf_data.object_cache import ObjectCache
+    from gsdf_data.object_cache import ObjectCache, forget_queries
     from gsdf_data.prepare import PrepareConfig, prepare_pairs
-    from gsdf_data.sampling import forget_meshes
 
     with tempfile.TemporaryDirectory() as d:
         d = pathlib.Path(d)
@@ -743,7 +742,7 @@ def _obman_pipeline(hand, objects, rows, notes):
         runs = {"cache": [], "plain": [], "camera": []}
         for r in range(REPEATS):  # interleaved, so that drifts hit all alike
             for kind, ts in (("cache", sub), ("plain", plain), ("camera", camera)):
-                forget_meshes()  # each run builds its objects' query structures again
+                forget_queries()  # each run builds its objects' query structures again
                 t = _clock()
                 rep = prepare_pairs(ts, d / f"{kind}{r}", config, progress=False)
                 runs[kind].append((_clock() - t) / len(ts))

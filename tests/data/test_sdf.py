@@ -281,14 +281,16 @@ def test_unknown_backend_and_bad_rays_are_rejected():
         MeshSDF.from_mesh(mesh, n_rays=4)
 
 
-def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
-    from gsdf_data.sdf import PlacedSDFs
+def test_object_model_builds_its_queries_once_and_answers_as_a_fresh_build(monkeypatch):
+    import gsdf_data.object_cache as oc
+    from gsdf_data.object_cache import ObjectModel
 
+    monkeypatch.setattr(oc, "QUERIES_KEPT", 1)
     rng = np.random.default_rng(12)
     model = trimesh.creation.annulus(0.2, 0.3, 0.25)  # closed: pseudo-normal sign
     cup = trimesh.Trimesh(model.vertices, model.faces[:-40])  # open: ray vote
-    memo = PlacedSDFs(size=1)
-    for mesh in (model, cup):
+    opts = {"sign": "vote", "n_rays": 9, "distance_engine": "bvh"}
+    for key, mesh in (("annulus", model), ("cup", cup)):
         frames = []
         for _ in range(3):
             f = np.eye(4)
@@ -296,10 +298,13 @@ def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
             f[:3, 3] = rng.normal(0, 0.5, 3)
             frames.append(f)
         p = _queries(rng, 500, 1.5)
-        first = memo.get(mesh.vertices, mesh.faces, frames[0])
+        obj = ObjectModel(key, np.asarray(mesh.vertices), np.asarray(mesh.faces))
+        first = obj.query(**opts)
         for f in frames:
-            placed = memo.get(mesh.vertices, mesh.faces, f)
-            assert placed._bvh is first._bvh  # built once
+            # a copy, as a worker unpickles one per sample: the same structures still
+            again = ObjectModel(key, obj.verts.copy(), obj.faces.copy())
+            placed = again.query(**opts).placed(f)
+            assert placed._bvh is first._bvh  # built once in this process
             fresh = MeshSDF(mesh.vertices, mesh.faces, local=True, frame=f)
             q = p @ f[:3, :3].T + f[:3, 3]
             np.testing.assert_array_equal(placed.signed_distance(q), fresh.signed_distance(q))
@@ -307,4 +312,4 @@ def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
             np.testing.assert_allclose(
                 placed.signed_distance(q), MeshSDF(posed, mesh.faces).signed_distance(q), atol=1e-9
             )
-    assert len(memo._entries) == 1  # the size bound holds
+    assert len(oc._QUERIES) == 1  # the size bound holds

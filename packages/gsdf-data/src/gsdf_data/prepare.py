@@ -41,6 +41,7 @@ import numpy as np
 
 from gsdf_data import __version__
 from gsdf_data.filter import FilterConfig
+from gsdf_data.object_cache import ObjectModel
 from gsdf_data.sampling import SamplingConfig
 
 BAD_REPORT = "bad_samples.json"
@@ -61,15 +62,15 @@ class Pair:
         obj_center: (3,) object centre, or None (default: object bounding-box centre).
         obj_pose: (4,4) object→camera, or None (stored as NaN).
         seq_id: sequence id for video ("" when none). frame_idx: frame index (-1 when none).
-        obj_filtered: the double-sided filter configuration the object mesh already passed in
-            its own frame (readers with an ``ObjectCache``); ``make_sample`` then skips the
-            filter when the run uses the same configuration.
-        obj_frame: (4,4) map from the object's model frame to the camera frame (rotation
-            times uniform scale, translation), or None; SDF queries then run in the model
-            frame, where models are axis-aligned (faster, same values).
-        obj_model: (V',3) object vertices in that model frame (``obj_frame`` maps them onto
-            ``obj_mesh``), or None; the sampler then builds the object's query structures
-            once per process and reuses them for the object's other samples.
+        obj: the object's :class:`gsdf_data.object_cache.ObjectModel` (its mesh in its own
+            frame, the double-sided filter verdict, its SDF query structures), or None.
+            ``make_sample`` skips the filter when the mesh already passed the run's
+            configuration, and with ``obj_frame`` the sampler queries the model's structures,
+            built once per process and shared by the object's other samples.
+        obj_frame: (4,4) the pose of the object: its model frame -> the camera frame (rotation
+            times uniform scale, translation; maps ``obj.verts`` onto ``obj_mesh``), or None.
+            SDF queries then run in the model frame, where models are axis-aligned (faster,
+            same values).
     """
 
     sample_id: str
@@ -83,9 +84,8 @@ class Pair:
     obj_pose: np.ndarray | None = None
     seq_id: str = ""
     frame_idx: int = -1
-    obj_filtered: FilterConfig | None = None
+    obj: ObjectModel | None = None
     obj_frame: np.ndarray | None = None
-    obj_model: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,8 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     validate_mesh(pair.obj_mesh, "object mesh")
     K = _finite("K", pair.K, (3, 3))
     joints = _finite("joints", pair.joints, (21, 3))
-    if config.filter is not None and pair.obj_filtered != config.filter:
+    filtered = None if pair.obj is None else pair.obj.filtered
+    if config.filter is not None and filtered != config.filter:
         res = double_sided_check(pair.obj_mesh, config.filter)
         if not res.ok:
             raise ValueError(f"double-sided filter: {res.reason}")
@@ -213,7 +214,7 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
         sample_id=pair.sample_id,
         seed=config.seed,
         frames=[None, pair.obj_frame],
-        models=[None, pair.obj_model],
+        objects=[None, pair.obj],
     )
     if not (np.isfinite(s.points).all() and np.isfinite(s.sdf).all()):
         raise ValueError("non-finite SDF samples")

@@ -20,19 +20,10 @@ from gsdf_data.normalize import Normalization, pair_normalization
 from gsdf_data.sdf import (
     DEFAULT_RAYS,
     MeshSDF,
-    PlacedSDFs,
     is_similarity,
     mesh_to_sdf_signed_distance,
     spatial_order,
 )
-
-# per process: the query structures of the last few objects, reused by their other grasps
-_PLACED = PlacedSDFs()
-
-
-def forget_meshes() -> None:
-    """Drop this process's query structures of recent objects (benchmarks, memory)."""
-    _PLACED.clear()
 
 
 class SamplingError(ValueError):
@@ -158,7 +149,7 @@ def sample_points(
     rng: np.random.Generator | None = None,
     norm: Normalization | None = None,
     frames: list | None = None,
-    models: list | None = None,
+    objects: list | None = None,
 ) -> SDFSamples:
     """Sample ``config.n`` points around several meshes and their SDF to each.
 
@@ -170,9 +161,9 @@ def sample_points(
         frames: per mesh, ``None`` or the (4,4) similarity from the mesh's own (model) frame
             to the meshes' frame; the open3d backend then queries in the model frame
             (faster on rotated objects, same values; see :class:`gsdf_data.sdf.MeshSDF`).
-        models: per mesh, ``None`` or its (V,3) vertices in the model frame (``frames``
-            maps them onto the mesh): the mesh's BVH and ray scene are then built once per
-            process and reused by the next samples of the same model.
+        objects: per mesh, ``None`` or its :class:`gsdf_data.object_cache.ObjectModel`
+            (``frames`` maps its vertices onto the mesh): the queries then use the model's
+            BVH and ray scene, built once per process for all its samples.
 
     Returns:
         :class:`SDFSamples` with points (N,3) and sdf (N,M) in unit-cube units.
@@ -220,17 +211,17 @@ def sample_points(
 
     elif config.backend in ("auto", "open3d"):
         frames = list(frames) if frames is not None else [None] * nm
-        models = list(models) if models is not None else [None] * nm
+        objects = list(objects) if objects is not None else [None] * nm
         opts = {
             "sign": config.sign,
             "n_rays": config.n_rays,
             "distance_engine": config.distance_engine,
         }
         queries = []
-        for (v, f), fr, model in zip(unit, frames, models, strict=True):
+        for (v, f), fr, obj in zip(unit, frames, objects, strict=True):
             fr = _unit_frame(fr, norm)
-            if fr is not None and model is not None:
-                queries.append(_PLACED.get(model, f, fr, **opts))
+            if fr is not None and obj is not None:
+                queries.append(obj.query(**opts).placed(fr))
             else:
                 queries.append(MeshSDF(v, f, frame=fr, **opts))
 

@@ -43,8 +43,6 @@ Brute-force references for tests and benchmarks: :func:`brute_force_distance` an
 from __future__ import annotations
 
 import copy
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -226,7 +224,7 @@ class MeshSDF:
             a model tightly (rotated objects: 1.4-3x faster queries), queries are mapped into it and
             distances scaled back: the answers do not change.
         local: ``verts`` are already in the mesh's own frame (``frame`` places them); see
-            :meth:`placed` and :class:`PlacedSDFs`.
+            :meth:`placed` and :class:`gsdf_data.object_cache.ObjectModel`.
     """
 
     verts: np.ndarray
@@ -432,38 +430,6 @@ class MeshSDF:
             rest = self._odd(q[split], dirs[3:]).sum(axis=1)
             inside[split] = (first[split] + rest) * 2 > n
         return inside
-
-
-class PlacedSDFs:
-    """The :class:`MeshSDF` of the last few meshes given in their own frame, built once and
-    placed per call: an ObMan object is grasped ~30 times, a DexYCB one ~1,500 times, and its
-    BVH and ray scene (~20 ms for 16k faces) are the same every time. Keyed by the exact
-    bytes of the vertices and faces and the options, so a hit gives the same answers as a
-    fresh build."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self._entries: OrderedDict[bytes, MeshSDF] = OrderedDict()
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def get(self, verts, faces, frame, **kwargs) -> MeshSDF:
-        """verts (V,3) in the mesh's own frame, faces (F,3); frame: own -> query frame."""
-        v = np.ascontiguousarray(verts, dtype=np.float64)
-        f = np.ascontiguousarray(faces, dtype=np.int64)
-        h = hashlib.blake2b(v.tobytes(), digest_size=16)
-        h.update(f.tobytes())
-        h.update(repr(sorted(kwargs.items())).encode())
-        key = h.digest()
-        sdf = self._entries.get(key)
-        if sdf is None:
-            sdf = MeshSDF(v, f, local=True, **kwargs)
-            self._entries[key] = sdf
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(key)
-        return sdf.placed(frame)
 
 
 def signed_distance(
