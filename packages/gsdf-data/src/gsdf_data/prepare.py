@@ -43,6 +43,7 @@ from gsdf_data import __version__
 from gsdf_data.filter import FilterConfig
 from gsdf_data.object_cache import ObjectModel
 from gsdf_data.sampling import SamplingConfig
+from gsdf_data.sdf import BACKEND_ALIASES
 
 BAD_REPORT = "bad_samples.json"
 
@@ -123,7 +124,22 @@ class PrepareConfig:
         return cls(**d)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.to_dict())
+
+    def digests(self) -> set[str]:
+        """The digest, and the digests the same configuration had under a deprecated SDF
+        backend name (``"open3d"`` for ``"ours"``): shard sets made then resume."""
+        out = {self.digest()}
+        for old, new in BACKEND_ALIASES.items():
+            if self.sampling.backend == new:
+                d = self.to_dict()
+                d["sampling"]["backend"] = old
+                out.add(_digest(d))
+        return out
+
+
+def _digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class PrepareError(RuntimeError):
@@ -301,7 +317,8 @@ def _record_path(out: Path, j: int) -> Path:
     return out / f"shard-{j:05d}.json"
 
 
-def _done(out: Path, j: int, digest: str) -> dict | None:
+def _done(out: Path, j: int, digests: set[str]) -> dict | None:
+    """Shard j's record when it was made with a configuration of one of ``digests``."""
     rec = _record_path(out, j)
     if not rec.is_file() or not (out / f"shard-{j:05d}.h5").is_file():
         return None
@@ -309,7 +326,7 @@ def _done(out: Path, j: int, digest: str) -> dict | None:
         r = json.loads(rec.read_text())
     except ValueError:
         return None
-    return r if isinstance(r, dict) and r.get("config_digest") == digest else None
+    return r if isinstance(r, dict) and r.get("config_digest") in digests else None
 
 
 def _shard_ids(tasks: Sequence, j: int, size: int) -> set[str] | None:
@@ -385,7 +402,7 @@ def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: 
 
     entries, bad = [], []
     for j in range(n_shards):
-        r = _done(out, j, config.digest())
+        r = _done(out, j, config.digests())
         if r is not None:
             entries.append({k: r[k] for k in ("file", "n_samples", "sha256", "bytes")})
             bad += r["bad"]
@@ -450,7 +467,7 @@ def prepare_pairs(
     mpath = out / "manifest.json"
     if mpath.is_file():
         old = json.loads(mpath.read_text()).get("config_digest")
-        if old is not None and old != config.digest():
+        if old is not None and old not in config.digests():
             raise ValueError(
                 f"{out} holds shards made with another configuration; use a new directory"
             )
@@ -462,7 +479,7 @@ def prepare_pairs(
     report = PrepareReport(str(out), len(tasks), n_shards)
     todo = []
     for j in mine:
-        record = _done(out, j, digest)
+        record = _done(out, j, config.digests())
         if record is None:
             todo.append(j)
         elif _redo_reason(out, record, _shard_ids(tasks, j, size)):
@@ -533,7 +550,7 @@ def prepare_pairs(
         close = getattr(results, "close", None)
         if close is not None:
             close()
-    _refuse_empty(out, digest, n_shards, len(tasks))
+    _refuse_empty(out, config.digests(), n_shards, len(tasks))
     _rebuild_manifest(out, config, n_shards, len(tasks))
     report.seconds = time.perf_counter() - t0
     if progress:
@@ -552,14 +569,14 @@ def _check_config(config: PrepareConfig) -> None:
         raise PrepareError(f"shard size must be at least 1, got {config.shard_size}")
 
 
-def _refuse_empty(out: Path, digest: str, n_shards: int, n_tasks: int) -> None:
+def _refuse_empty(out: Path, digests: set[str], n_shards: int, n_tasks: int) -> None:
     """PrepareError when the set (every shard recorded so far) holds no sample: then there is
     no manifest to mistake for a result, only bad_samples.json to say why."""
     from collections import Counter
 
     from gsdf_data.files import atomic_write_text
 
-    records = [r for j in range(n_shards) if (r := _done(out, j, digest)) is not None]
+    records = [r for j in range(n_shards) if (r := _done(out, j, digests)) is not None]
     if not records or sum(int(r.get("n_samples", 0)) for r in records):
         return
     bad = [b for r in records for b in r.get("bad", [])]

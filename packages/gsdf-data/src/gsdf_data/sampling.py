@@ -18,8 +18,10 @@ import numpy as np
 
 from gsdf_data.normalize import Normalization, pair_normalization
 from gsdf_data.sdf import (
+    BACKEND_ALIASES,
     DEFAULT_RAYS,
     MeshSDF,
+    backend_name,
     is_similarity,
     mesh_to_sdf_signed_distance,
     spatial_order,
@@ -38,7 +40,8 @@ class SamplingConfig:
     uniform_fraction: share of points uniform in [-1,1]³. mesh_fractions: share of the
     near-surface points per mesh (hand, object); ``None`` = by surface area (reference).
     min_per_side: required inside and outside points per mesh. backend / sign / n_rays /
-    distance_engine: see :mod:`gsdf_data.sdf`.
+    distance_engine: see :mod:`gsdf_data.sdf`; the deprecated backend name ``"open3d"`` is
+    recorded as ``"ours"``.
     """
 
     n: int = 40_000
@@ -51,6 +54,10 @@ class SamplingConfig:
     n_rays: int = DEFAULT_RAYS
     max_topup_rounds: int = 8
     distance_engine: str = "bvh"
+
+    def __post_init__(self) -> None:
+        if self.backend in BACKEND_ALIASES:
+            object.__setattr__(self, "backend", backend_name(self.backend))
 
 
 @dataclass
@@ -159,7 +166,7 @@ def sample_points(
         sample_id, seed: select the random stream (ignored when ``rng`` is given).
         norm: normalisation to use; default: the union of the meshes (radius × 1.03).
         frames: per mesh, ``None`` or the (4,4) similarity from the mesh's own (model) frame
-            to the meshes' frame; the open3d backend then queries in the model frame
+            to the meshes' frame; our backend then queries in the model frame
             (faster on rotated objects, same values; see :class:`gsdf_data.sdf.MeshSDF`).
         objects: per mesh, ``None`` or its :class:`gsdf_data.object_cache.ObjectModel`
             (``frames`` maps its vertices onto the mesh): the queries then use the model's
@@ -209,7 +216,7 @@ def sample_points(
         def sdf_of(p, ordered=False):
             return np.stack([mesh_to_sdf_signed_distance(m, p) for m in unit], axis=1)
 
-    elif config.backend in ("auto", "open3d"):
+    elif config.backend in ("auto", "ours"):
         frames = list(frames) if frames is not None else [None] * nm
         objects = list(objects) if objects is not None else [None] * nm
         opts = {

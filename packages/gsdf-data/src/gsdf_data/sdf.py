@@ -2,8 +2,8 @@
 
 Owns the SDF backends:
 
-- ``"open3d"`` (the default behind ``"auto"``; the name is historical): exact unsigned
-  distance from our own BVH closest-point query (:mod:`gsdf_data.bvh`, float64; 1.5-2x
+- ``"ours"`` (the default behind ``"auto"``; called ``"open3d"`` before, a name still
+  accepted with a warning): exact unsigned distance from our own BVH closest-point query (:mod:`gsdf_data.bvh`, float64; 1.5-2x
   faster than fcpw and open3d's ``RaycastingScene`` on the sampler's queries, measured in
   ``bench/bench_sdf.py``; ``distance_engine="open3d"`` uses the latter), and a sign that
   stays right on open, non-watertight meshes. Queries run in Morton (Z-curve) order, where
@@ -43,16 +43,37 @@ Brute-force references for tests and benchmarks: :func:`brute_force_distance` an
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gsdf_data.bvh import BVH, argsort_keys, morton_keys
 
-BACKENDS = ("auto", "open3d", "mesh-to-sdf")
+BACKENDS = ("auto", "ours", "mesh-to-sdf")
+# old names, still accepted (with a warning) so that old configurations and commands run
+BACKEND_ALIASES = {"open3d": "ours"}
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
 DISTANCE_ENGINES = ("bvh", "open3d")
 DEFAULT_RAYS = 9
+
+
+def backend_name(name: str, warn: bool = True) -> str:
+    """The current name of the SDF backend ``name``: a deprecated alias is mapped to its
+    backend (with a one-line FutureWarning when ``warn``). Raises ValueError for an unknown
+    name."""
+    if name in BACKEND_ALIASES:
+        new = BACKEND_ALIASES[name]
+        if warn:
+            warnings.warn(
+                f"SDF backend {name!r} is a deprecated name of {new!r} (the same code)",
+                FutureWarning,
+                stacklevel=3,
+            )
+        return new
+    if name not in BACKENDS:
+        raise ValueError(f"unknown SDF backend {name!r}; expected one of {BACKENDS}")
+    return name
 
 
 def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -445,8 +466,8 @@ def signed_distance(
     Args:
         mesh: a ``trimesh.Trimesh`` or a ``(verts (V,3), faces (F,3))`` pair.
         points: (N,3) query points in the mesh's frame.
-        backend: ``"auto"`` (= ``"open3d"``), ``"open3d"`` or ``"mesh-to-sdf"``.
-        sign: sign method of the open3d backend, see the module docstring.
+        backend: ``"auto"`` (= ``"ours"``), ``"ours"`` or ``"mesh-to-sdf"``.
+        sign: sign method of our backend, see the module docstring.
         n_rays: rays for ``sign="vote"`` (odd).
         nthreads: open3d threads (0 = all cores).
 
@@ -454,7 +475,8 @@ def signed_distance(
         (N,) float64 signed distances.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    if backend in ("auto", "open3d"):
+    backend = backend_name(backend)
+    if backend in ("auto", "ours"):
         return MeshSDF.from_mesh(mesh, sign=sign, n_rays=n_rays, nthreads=nthreads).signed_distance(
             points
         )

@@ -2,6 +2,8 @@
 
 import click
 
+from gsdf_data.cli.options import sdf_backend_option
+
 
 @click.command("sample")
 @click.argument("mesh", type=click.Path(dir_okay=False))
@@ -15,18 +17,13 @@ import click
     help="Points to sample.",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
-@click.option(
-    "--sdf-backend",
-    type=click.Choice(["auto", "open3d", "mesh-to-sdf"]),
-    default="auto",
-    show_default=True,
-)
+@sdf_backend_option()
 @click.option(
     "--sign",
     type=click.Choice(["vote", "parity", "pseudonormal", "winding"]),
     default="vote",
     show_default=True,
-    help="Inside test of the open3d backend.",
+    help="Inside test of our backend.",
 )
 @click.option(
     "--min-per-side",
