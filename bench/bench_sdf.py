@@ -118,12 +118,12 @@ def _accuracy(sd, pts, mesh_open, inside_true):
 
 def _sign_methods(objects, rng, rows):
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import MeshSDF, winding_number
+    from gsdf_data.sdf import MeshSDF, brute_force_winding_number
 
     for name, (closed, opened) in objects.items():
         s = sample_points([opened], SamplingConfig(n=N_POINTS, mesh_fractions=(1.0,)), seed=1)
         pts = s.norm.to_camera(s.points)
-        truth = winding_number(closed.vertices, closed.faces, pts[:N_SIGN]) > 0.5
+        truth = brute_force_winding_number(closed.vertices, closed.faces, pts[:N_SIGN]) > 0.5
         for sign, n_rays in (
             ("parity", 1),
             ("vote", 5),
@@ -211,7 +211,7 @@ def _multi_part(hand, objects, rows, notes):
 
     from gsdf_data import sdf as sdf_mod
     from gsdf_data.sampling import _PLACED, SamplingConfig, sample_points
-    from gsdf_data.sdf import winding_number
+    from gsdf_data.sdf import brute_force_winding_number
 
     variants = (("sign layers (default)", None), ("whole-mesh pseudo-normal (before)", False))
 
@@ -231,7 +231,7 @@ def _multi_part(hand, objects, rows, notes):
                 )
             )
             pts = s.norm.to_camera(s.points[:N_SIGN].astype(np.float64))
-            truth = winding_number(m.vertices, m.faces, pts) > 0.5
+            truth = brute_force_winding_number(m.vertices, m.faces, pts) > 0.5
             sd = s.sdf[:N_SIGN, 0].astype(np.float64) * s.norm.scale
             far = np.abs(sd) > 1e-4 * size
             wrong = ((sd < 0) != truth) & far
@@ -278,7 +278,7 @@ def _per_pair(hand, objects, rows, notes):
 
     from gsdf_data.filter import double_sided_check
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import winding_number
+    from gsdf_data.sdf import brute_force_winding_number
 
     times = []
     # warm up (imports, first BVH build) so that the first pair is not charged for them
@@ -300,8 +300,8 @@ def _per_pair(hand, objects, rows, notes):
                 times.append(t_sample)
             pts = s.norm.to_camera(s.points[:N_ACC])
             sdf_m = s.sdf[:N_ACC].astype(np.float64) * s.norm.scale
-            hand_in = winding_number(hand.vertices, hand.faces, pts) > 0.5
-            obj_in = winding_number(closed.vertices, closed.faces, pts) > 0.5
+            hand_in = brute_force_winding_number(hand.vertices, hand.faces, pts) > 0.5
+            obj_in = brute_force_winding_number(closed.vertices, closed.faces, pts) > 0.5
             e_h = _accuracy(sdf_m[:, 0], pts, hand, hand_in)
             e_o = _accuracy(sdf_m[:, 1], pts, opened, obj_in)
             rows.append(
@@ -359,7 +359,7 @@ def _per_pair(hand, objects, rows, notes):
         sd = cloud.get_sdf((pts - centre) / scale, use_depth_buffer=False, sample_count=11) * scale
         t_query = _clock() - t
         total += 2 * (t_scan + t_query * N_POINTS / N_ACC)
-        truth = winding_number(truth_mesh.vertices, truth_mesh.faces, pts) > 0.5
+        truth = brute_force_winding_number(truth_mesh.vertices, truth_mesh.faces, pts) > 0.5
         errs.append(_accuracy(sd, pts, mesh, truth))
     rows.append(
         {
@@ -388,7 +388,7 @@ def _distance_engines(hand, objects, rows, notes):
 
     from gsdf_data.bvh import BVH
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import brute_force_distance, spatial_order
+    from gsdf_data.sdf import brute_force_distance, morton_order
 
     try:
         import fcpw
@@ -398,7 +398,7 @@ def _distance_engines(hand, objects, rows, notes):
     name, (_, opened) = next(iter(objects.items()))
     s = sample_points([hand, opened], SamplingConfig(n=N_POINTS), sample_id="engines")
     pts = s.points.astype(np.float64)
-    pts = pts[spatial_order(pts)]
+    pts = pts[morton_order(pts)]
     sub = np.arange(0, len(pts), len(pts) // N_ACC)
     for mesh_name, m in (("procedural hand", hand), ("MANO-sized hand", _mano_sized(hand)),
                          (name, opened)):  # fmt: skip

@@ -7,10 +7,10 @@ import trimesh
 from gsdf_data.sdf import (
     MeshSDF,
     brute_force_distance,
+    brute_force_winding_number,
     is_closed,
+    morton_order,
     signed_distance,
-    spatial_order,
-    winding_number,
 )
 
 
@@ -99,7 +99,7 @@ def test_both_engines_sign_closed_and_open_meshes(engine, closed):
     faces = mesh.faces if closed else mesh.faces[6:]  # a small hole
     p = np.vstack([mesh.sample(600, seed=2) + rng.normal(0.0, 0.02, (600, 3)),
                    _queries(rng, 400, 0.8)])  # fmt: skip
-    truth = winding_number(mesh.vertices, mesh.faces, p) > 0.5
+    truth = brute_force_winding_number(mesh.vertices, mesh.faces, p) > 0.5
     sdf = MeshSDF(mesh.vertices, faces, distance_engine=engine)
     sd = sdf.signed_distance(p)
     ok = np.abs(sd) > 0.01  # the facets cut inside the smooth torus
@@ -112,11 +112,11 @@ def test_both_engines_sign_closed_and_open_meshes(engine, closed):
 def test_spatial_order_is_a_permutation_that_groups_neighbours():
     rng = np.random.default_rng(4)
     p = rng.uniform(-1, 1, (5000, 3))
-    o = spatial_order(p)
+    o = morton_order(p)
     assert np.array_equal(np.sort(o), np.arange(len(p)))
     step = np.linalg.norm(np.diff(p[o], axis=0), axis=1).mean()
     assert step < 0.25 * np.linalg.norm(np.diff(p, axis=0), axis=1).mean()
-    assert len(spatial_order(p[:1])) == 1 and len(spatial_order(p[:0])) == 0
+    assert len(morton_order(p[:1])) == 1 and len(morton_order(p[:0])) == 0
 
 
 def test_is_closed_needs_every_edge_once_each_way():
@@ -174,7 +174,7 @@ def test_real_meshes_sign_and_distance_match_brute_force(name):
     near = welded.sample(1500, seed=3) + rng.normal(0.0, 0.01 * size, (1500, 3))
     lo, hi = welded.bounds
     p = np.vstack([near, rng.uniform(lo, hi, (500, 3))])
-    truth = winding_number(welded.vertices, welded.faces, p) > 0.5
+    truth = brute_force_winding_number(welded.vertices, welded.faces, p) > 0.5
     dist = brute_force_distance(welded.vertices, welded.faces, p[::10])
     for mesh in (raw, welded):
         sd = MeshSDF.from_mesh(mesh).signed_distance(p)
@@ -218,7 +218,7 @@ def test_sign_matches_winding_number_on_closed_meshes(sign):
         assert mesh.is_watertight, name
         near = mesh.sample(800, seed=3) + rng.normal(0, 0.02, (800, 3))
         p = np.concatenate([near, _queries(rng, 400, 0.8)])
-        inside_ref = winding_number(mesh.vertices, mesh.faces, p) > 0.5
+        inside_ref = brute_force_winding_number(mesh.vertices, mesh.faces, p) > 0.5
         assert 100 < inside_ref.sum() < len(p) - 100
         ins = MeshSDF.from_mesh(mesh, sign=sign).inside(p)
         assert (ins != inside_ref).sum() == 0, name
@@ -227,7 +227,7 @@ def test_sign_matches_winding_number_on_closed_meshes(sign):
 def test_winding_number_reference_is_exact_on_a_box():
     mesh = trimesh.creation.box((1, 1, 1))
     p = _queries(np.random.default_rng(4), 500, 0.9)
-    w = winding_number(mesh.vertices, mesh.faces, p)
+    w = brute_force_winding_number(mesh.vertices, mesh.faces, p)
     np.testing.assert_allclose(w, np.all(np.abs(p) < 0.5, axis=1).astype(float), atol=1e-9)
 
 
@@ -267,7 +267,7 @@ def test_procedural_hand_sign_against_winding_number():
     mesh = trimesh.Trimesh(verts, faces, process=False)
     rng = np.random.default_rng(6)
     p = mesh.sample(600, seed=7) + rng.normal(0, 0.003, (600, 3))
-    ref = winding_number(verts, faces, p) > 0.5
+    ref = brute_force_winding_number(verts, faces, p) > 0.5
     ins = MeshSDF(verts, faces).inside(p)
     assert ref.sum() > 50
     assert (ins != ref).mean() < 0.005

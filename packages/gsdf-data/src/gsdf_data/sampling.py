@@ -24,7 +24,7 @@ from gsdf_data.sdf import (
     backend_name,
     is_similarity,
     mesh_to_sdf_signed_distance,
-    spatial_order,
+    morton_order,
 )
 
 
@@ -209,7 +209,7 @@ def sample_points(
         chunks.append(_in_cube(p, rng, s, base))
     chunks.append(rng.uniform(-1.0, 1.0, (n_uni, 3)))
     points = np.concatenate(chunks)
-    points = points[spatial_order(points)]  # the SDF queries run faster in this order
+    points = points[morton_order(points)]  # the SDF queries run faster in this order
 
     if config.backend == "mesh-to-sdf":
 

@@ -37,7 +37,7 @@ Owns the SDF backends:
   comparison only (``pip install gsdf-data[compare]``).
 
 Brute-force references for tests and benchmarks: :func:`brute_force_distance` and
-:func:`winding_number`.
+:func:`brute_force_winding_number`.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
 
 
-def spatial_order(points: np.ndarray) -> np.ndarray:
+def morton_order(points: np.ndarray) -> np.ndarray:
     """Permutation that sorts points along a Morton (Z-order) curve of a 1024³ grid over their
     bounding box. Queries in this order reuse the BVH nodes of the previous query."""
     p = np.asarray(points, dtype=np.float64)
@@ -335,7 +335,7 @@ class MeshSDF:
     def distance(self, points: np.ndarray) -> np.ndarray:
         """Exact unsigned distance. points: (N,3) -> (N,) float64.
 
-        Answers in the given order; pass points in :func:`spatial_order` for speed."""
+        Answers in the given order; pass points in :func:`morton_order` for speed."""
         return self._distance(self._local(points)) * self._scale
 
     def inside(self, points: np.ndarray) -> np.ndarray:
@@ -345,7 +345,7 @@ class MeshSDF:
     def signed_distance(self, points: np.ndarray, ordered: bool = False) -> np.ndarray:
         """Signed distance, negative inside. points: (N,3) -> (N,) float64.
 
-        ordered: the points are already in :func:`spatial_order` (skips sorting them)."""
+        ordered: the points are already in :func:`morton_order` (skips sorting them)."""
         points = np.asarray(points, dtype=np.float64)
         if ordered:
             q = self._local(points)
@@ -356,7 +356,7 @@ class MeshSDF:
             inside = self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
-        order = spatial_order(points)
+        order = morton_order(points)
         out = np.empty(len(points))
         out[order] = self.signed_distance(points[order], ordered=True)
         return out
@@ -379,7 +379,7 @@ class MeshSDF:
         if self._layers is not None:
             return self._layer_inside(points)
         if self.sign == "winding":
-            return winding_number(self._v, self.faces, points) > 0.5
+            return brute_force_winding_number(self._v, self.faces, points) > 0.5
         out = np.zeros(len(points), dtype=bool)
         # Outside the bounding box is outside for every method but the winding number of an
         # open mesh; skipping those points saves most rays for the far, uniform samples.
@@ -536,7 +536,7 @@ def brute_force_distance(verts, faces, points, chunk: int = 2_000_000) -> np.nda
     return out
 
 
-def winding_number(verts, faces, points, chunk: int = 4_000_000) -> np.ndarray:
+def brute_force_winding_number(verts, faces, points, chunk: int = 4_000_000) -> np.ndarray:
     """Generalized winding number (exact sum of solid angles / 4π), float64.
 
     verts (V,3), faces (F,3), points (N,3) -> (N,): 1 inside and 0 outside a closed,
