@@ -21,7 +21,8 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 - a sample dropped for a reason that can change (a missing file, an I/O error) is marked
   ``"retry": true`` and its shard is redone on the next run; content drops are final;
 - a resume trusts a finished shard only when its size and checksum match its record, and
-  removes the temporaries that a killed run left for the shards it redoes;
+  removes the temporaries that a killed run left for the shards it redoes (every file is
+  written through :func:`gsdf_data.files.atomic_write`, one naming scheme);
 - the run fails fast (:class:`PrepareError`, before the progress bar) when the first
   samples it tries all fail for one cause outside the data (a wrong object root, an SDF
   backend that cannot run), and fails without writing a manifest when it keeps nothing.
@@ -367,8 +368,10 @@ def _redo_reason(out: Path, record: dict, ids: set[str] | None = None) -> str:
 def _clean_temporaries(out: Path, shards: list[int]) -> None:
     """Remove what a killed run left half-written for ``shards`` (only these: concurrent
     ``--shard k/n`` jobs write the others)."""
-    for j in shards:
-        for p in out.glob(f".shard-{j:05d}.*.tmp-*"):
+    from gsdf_data.files import TEMP_MARK
+
+    for j in shards:  # the shard's .h5 and .json, as gsdf_data.files.temporary_path names them
+        for p in out.glob(f".shard-{j:05d}.*{TEMP_MARK}*"):
             p.unlink(missing_ok=True)
 
 
