@@ -57,7 +57,8 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.backend in BACKEND_ALIASES:
-            object.__setattr__(self, "backend", backend_name(self.backend))
+            # stack: here, the dataclass's __init__, the caller
+            object.__setattr__(self, "backend", backend_name(self.backend, stacklevel=4))
 
 
 @dataclass

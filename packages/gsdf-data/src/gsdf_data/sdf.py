@@ -58,18 +58,17 @@ DISTANCE_ENGINES = ("bvh", "open3d")
 DEFAULT_RAYS = 9
 
 
-def backend_name(name: str, warn: bool = True) -> str:
+def backend_name(name: str, stacklevel: int = 2) -> str:
     """The current name of the SDF backend ``name``: a deprecated alias is mapped to its
-    backend (with a one-line FutureWarning when ``warn``). Raises ValueError for an unknown
-    name."""
+    backend, with a one-line FutureWarning (``stacklevel`` as for the caller's own
+    ``warnings.warn``). Raises ValueError for an unknown name."""
     if name in BACKEND_ALIASES:
         new = BACKEND_ALIASES[name]
-        if warn:
-            warnings.warn(
-                f"SDF backend {name!r} is a deprecated name of {new!r} (the same code)",
-                FutureWarning,
-                stacklevel=3,
-            )
+        warnings.warn(
+            f"SDF backend {name!r} is a deprecated name of {new!r} (the same code)",
+            FutureWarning,
+            stacklevel=stacklevel + 1,
+        )
         return new
     if name not in BACKENDS:
         raise ValueError(f"unknown SDF backend {name!r}; expected one of {BACKENDS}")
@@ -475,7 +474,7 @@ def signed_distance(
         (N,) float64 signed distances.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    backend = backend_name(backend)
+    backend = backend_name(backend, stacklevel=3)
     if backend in ("auto", "ours"):
         return MeshSDF.from_mesh(mesh, sign=sign, n_rays=n_rays, nthreads=nthreads).signed_distance(
             points
