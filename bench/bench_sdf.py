@@ -9,6 +9,7 @@ original's winding number (inside).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -109,6 +110,54 @@ def _unwelded(mesh):
     return trimesh.Trimesh(v, np.arange(len(v)).reshape(-1, 3), process=False)
 
 
+def _open3d_distance_sdf():
+    """The engine our BVH is compared with (comparison only, not part of gsdf-data): a
+    ``MeshSDF`` whose distances come from open3d's ``RaycastingScene`` (Embree, float32) and
+    whose sign on open meshes is the ray vote alone (no pseudo-normal voter). The BVH that
+    ``MeshSDF`` builds is used only for the pseudo-normal signs of closed meshes; on open
+    ones its build is wasted time (a few ms, charged to the per-pair rows)."""
+    import open3d as o3d
+
+    from gsdf_data.sdf import MeshSDF
+
+    class Open3DDistanceSDF(MeshSDF):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self._pn_votes = False
+            if self._scene is None:
+                self._scene = o3d.t.geometry.RaycastingScene()
+                self._scene.add_triangles(
+                    o3d.core.Tensor(self._v.astype(np.float32)),
+                    o3d.core.Tensor(self.faces.astype(np.uint32)),
+                )
+
+        def _query(self, q):
+            return self._distance(q), None, None
+
+        def _distance(self, q):
+            if len(q) == 0:
+                return np.zeros(0)
+            d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
+            return d.numpy().astype(np.float64)
+
+    return Open3DDistanceSDF
+
+
+@contextlib.contextmanager
+def _distance_engine(name: str):
+    """Within the block, the sampler's queries use ``name``: "bvh" (gsdf-data's) or
+    "open3d" (:func:`_open3d_distance_sdf`)."""
+    import gsdf_data.sampling
+
+    old = gsdf_data.sampling.MeshSDF
+    if name == "open3d":
+        gsdf_data.sampling.MeshSDF = _open3d_distance_sdf()
+    try:
+        yield
+    finally:
+        gsdf_data.sampling.MeshSDF = old
+
+
 def _accuracy(sd, pts, mesh_open, inside_true):
     from gsdf_data.sdf import brute_force_distance
 
@@ -146,8 +195,7 @@ def _sign_methods(objects, rng, rows):
                                       ins, truth, s))  # fmt: skip
                 continue
             # rays and pseudo-normals alone (the open3d distance engine: no voting BVH)
-            q = MeshSDF(opened.vertices, opened.faces, sign=sign, n_rays=n_rays,
-                        distance_engine="open3d")  # fmt: skip
+            q = _open3d_distance_sdf()(opened.vertices, opened.faces, sign=sign, n_rays=n_rays)
             sub = pts if sign != "winding" else pts[:N_ACC]
             t = _clock()
             ins = q.inside(sub)[:N_SIGN]
@@ -290,12 +338,13 @@ def _per_pair(hand, objects, rows, notes):
         fres = double_sided_check(opened)
         t_filter = _clock() - t
         for engine in ("bvh", "open3d"):
-            cfg = SamplingConfig(n=N_POINTS, distance_engine=engine)
-            s, t_sample, t_median = _timed(
-                lambda cfg=cfg, opened=opened, name=name: sample_points(
-                    [hand, opened], cfg, sample_id=name
+            cfg = SamplingConfig(n=N_POINTS)
+            with _distance_engine(engine):
+                s, t_sample, t_median = _timed(
+                    lambda cfg=cfg, opened=opened, name=name: sample_points(
+                        [hand, opened], cfg, sample_id=name
+                    )
                 )
-            )
             if engine == "bvh":
                 times.append(t_sample)
             pts = s.norm.to_camera(s.points[:N_ACC])

@@ -134,22 +134,29 @@ def test_open3d_is_a_deprecated_name_of_our_backend():
 
 
 def test_a_set_made_under_the_old_backend_name_resumes_without_redoing(tmp_path):
-    """A shard set written before the rename records backend "open3d" and digests of that
-    configuration: it opens, and a resume with "ours" keeps its shards."""
+    """A shard set written before the rename records backend "open3d" and the distance engine
+    "bvh" (a field sampling configurations had then), and digests of that configuration: it
+    opens, its configuration reads, and a resume with "ours" keeps its shards."""
     import dataclasses
+    import hashlib
     import warnings
 
     new = dataclasses.replace(CFG, sampling=dataclasses.replace(CFG.sampling, backend="ours"))
     pairs = [make_pair(i) for i in range(5)]
     prepare_pairs(pairs, tmp_path, new, progress=False)
-    (legacy,) = new.digests() - {new.digest()}
-    # rewrite it as the old code wrote it
+    # rewrite it as the old code wrote it (its digest: sha256 of the sorted-key JSON)
+    old = new.to_dict()
+    old["sampling"].update(backend="open3d", distance_engine="bvh")
+    legacy = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert legacy in new.digests()
     for p in [tmp_path / "manifest.json", *sorted(tmp_path.glob("shard-*.json"))]:
         d = json.loads(p.read_text())
         d["config_digest"] = legacy
         if "config" in d:
-            d["config"]["sampling"]["backend"] = "open3d"
+            d["config"] = old
         p.write_text(json.dumps(d))
+    with pytest.warns(FutureWarning, match="deprecated name"):
+        assert PrepareConfig.from_dict(old) == new
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # opening it needs no configuration at all
         assert len(ShardSet(tmp_path)) == 5

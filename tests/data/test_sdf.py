@@ -77,30 +77,32 @@ def test_curved_shapes_within_tessellation_bounds_and_exact_vs_brute_force(shape
     )
 
 
-@pytest.mark.parametrize("engine", ["bvh", "open3d"])
-def test_distance_engines_match_brute_force(engine):
-    """Both engines, near and far queries, degenerate faces included, any query order."""
+def test_distances_match_brute_force():
+    """Near and far queries, degenerate faces included, any query order."""
     rng = np.random.default_rng(3)
     mesh = trimesh.creation.torus(0.5, 0.15, major_sections=24, minor_sections=12)
     faces = np.vstack([mesh.faces, [[0, 0, 1], [2, 3, 2]]])  # two zero-area faces
     near = mesh.sample(400, seed=1) + rng.normal(0.0, 0.01, (400, 3))
     p = np.vstack([near, _queries(rng, 400, 3.0)])
-    d = MeshSDF(mesh.vertices, faces, distance_engine=engine).distance(p)
+    d = MeshSDF(mesh.vertices, faces).distance(p)
     np.testing.assert_allclose(d, brute_force_distance(mesh.vertices, faces, p), atol=2e-6)
 
 
-@pytest.mark.parametrize("engine", ["bvh", "open3d"])
+@pytest.mark.parametrize("voter", [True, False])
 @pytest.mark.parametrize("closed", [True, False])
-def test_both_engines_sign_closed_and_open_meshes(engine, closed):
-    """Every engine and sign path (pseudo-normal on closed meshes, rays with or without the
-    pseudo-normal voter on open ones) against the closed torus's winding number."""
+def test_sign_of_closed_and_open_meshes(voter, closed):
+    """Every sign path (pseudo-normal on closed meshes, rays with or without the pseudo-normal
+    voter on open ones; without: the bench's rays-alone comparison) against the closed
+    torus's winding number."""
     rng = np.random.default_rng(9)
     mesh = trimesh.creation.torus(0.5, 0.15, major_sections=32, minor_sections=16)
     faces = mesh.faces if closed else mesh.faces[6:]  # a small hole
     p = np.vstack([mesh.sample(600, seed=2) + rng.normal(0.0, 0.02, (600, 3)),
                    _queries(rng, 400, 0.8)])  # fmt: skip
     truth = brute_force_winding_number(mesh.vertices, mesh.faces, p) > 0.5
-    sdf = MeshSDF(mesh.vertices, faces, distance_engine=engine)
+    sdf = MeshSDF(mesh.vertices, faces)
+    assert sdf._pn_votes == (not closed)
+    sdf._pn_votes &= voter
     sd = sdf.signed_distance(p)
     ok = np.abs(sd) > 0.01  # the facets cut inside the smooth torus
     # right at a hole the vote may fail (the hole fills much of the view): 10 cm away it may not
@@ -180,11 +182,6 @@ def test_real_meshes_sign_and_distance_match_brute_force(name):
         sd = MeshSDF.from_mesh(mesh).signed_distance(p)
         assert np.array_equal(sd < 0, truth)
         np.testing.assert_allclose(np.abs(sd[::10]), dist, atol=1e-6 * size)
-
-
-def test_unknown_distance_engine_is_refused():
-    with pytest.raises(ValueError, match="distance engine"):
-        MeshSDF.from_mesh(trimesh.creation.box(), distance_engine="nope")
 
 
 def test_closed_meshes_take_the_pseudonormal_sign_and_inward_ones_the_rays():
@@ -289,7 +286,7 @@ def test_object_model_builds_its_queries_once_and_answers_as_a_fresh_build(monke
     rng = np.random.default_rng(12)
     model = trimesh.creation.annulus(0.2, 0.3, 0.25)  # closed: pseudo-normal sign
     cup = trimesh.Trimesh(model.vertices, model.faces[:-40])  # open: ray vote
-    opts = {"sign": "vote", "n_rays": 9, "distance_engine": "bvh"}
+    opts = {"sign": "vote", "n_rays": 9}
     for key, mesh in (("annulus", model), ("cup", cup)):
         frames = []
         for _ in range(3):

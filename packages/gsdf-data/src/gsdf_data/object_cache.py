@@ -50,20 +50,18 @@ class ObjectModel:
     filtered: FilterConfig | None = None
     reject: str = ""
 
-    def query(self, sign: str, n_rays: int, distance_engine: str):
+    def query(self, sign: str, n_rays: int):
         """The :class:`gsdf_data.sdf.MeshSDF` of the mesh in its own frame, built on the first
         call in this process and shared by the next samples of the object (place it with
         ``.placed(frame)``)."""
         from gsdf_data.sdf import MeshSDF
 
-        k = (self.key, sign, n_rays, distance_engine)
+        k = (self.key, sign, n_rays)
         sdf = _QUERIES.get(k)
         if sdf is None:
             v = np.ascontiguousarray(self.verts, dtype=np.float64)
             f = np.ascontiguousarray(self.faces, dtype=np.int64)
-            sdf = MeshSDF(
-                v, f, local=True, sign=sign, n_rays=n_rays, distance_engine=distance_engine
-            )
+            sdf = MeshSDF(v, f, local=True, sign=sign, n_rays=n_rays)
             _QUERIES[k] = sdf
             while len(_QUERIES) > QUERIES_KEPT:
                 _QUERIES.popitem(last=False)

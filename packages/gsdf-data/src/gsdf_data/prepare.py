@@ -30,6 +30,7 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -119,6 +120,13 @@ class PrepareConfig:
             for k in ("variances", "mesh_fractions"):
                 if isinstance(s.get(k), list):
                     s[k] = tuple(s[k])
+            # older manifests: the distance engine, now always our BVH (open3d's engine is
+            # a comparison in the bench)
+            engine = s.pop("distance_engine", "bvh")
+            if engine != "bvh":
+                raise ValueError(
+                    f"distance engine {engine!r} is not part of gsdf-data (see bench/bench_sdf.py)"
+                )
             d["sampling"] = SamplingConfig(**s)
         if isinstance(d.get("filter"), dict):
             d["filter"] = FilterConfig(**d["filter"])
@@ -128,13 +136,20 @@ class PrepareConfig:
         return _digest(self.to_dict())
 
     def digests(self) -> set[str]:
-        """The digest, and the digests the same configuration had under a deprecated SDF
-        backend name (``"open3d"`` for ``"ours"``): shard sets made then resume."""
-        out = {self.digest()}
-        for old, new in BACKEND_ALIASES.items():
-            if self.sampling.backend == new:
-                d = self.to_dict()
-                d["sampling"]["backend"] = old
+        """The digest, and the digests the same configuration had in older manifests: under a
+        deprecated SDF backend name (``"open3d"`` for ``"ours"``) and with the distance
+        engine field (always ``"bvh"``) that sampling configurations had. Shard sets made
+        then resume."""
+        now = self.to_dict()
+        backends = [now["sampling"]["backend"]]
+        backends += [old for old, new in BACKEND_ALIASES.items() if new == backends[0]]
+        out = set()
+        for backend in backends:
+            for engine in (None, "bvh"):
+                d = copy.deepcopy(now)
+                d["sampling"]["backend"] = backend
+                if engine is not None:
+                    d["sampling"]["distance_engine"] = engine
                 out.add(_digest(d))
         return out
 

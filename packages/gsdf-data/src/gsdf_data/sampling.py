@@ -39,9 +39,8 @@ class SamplingConfig:
     n: points per sample. variances: Gaussian noise variances of the near-surface points.
     uniform_fraction: share of points uniform in [-1,1]³. mesh_fractions: share of the
     near-surface points per mesh (hand, object); ``None`` = by surface area (reference).
-    min_per_side: required inside and outside points per mesh. backend / sign / n_rays /
-    distance_engine: see :mod:`gsdf_data.sdf`; the deprecated backend name ``"open3d"`` is
-    recorded as ``"ours"``.
+    min_per_side: required inside and outside points per mesh. backend / sign / n_rays: see
+    :mod:`gsdf_data.sdf`; the deprecated backend name ``"open3d"`` is recorded as ``"ours"``.
     """
 
     n: int = 40_000
@@ -53,7 +52,6 @@ class SamplingConfig:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     max_topup_rounds: int = 8
-    distance_engine: str = "bvh"
 
     def __post_init__(self) -> None:
         if self.backend in BACKEND_ALIASES:
@@ -220,11 +218,7 @@ def sample_points(
     elif config.backend in ("auto", "ours"):
         frames = list(frames) if frames is not None else [None] * nm
         objects = list(objects) if objects is not None else [None] * nm
-        opts = {
-            "sign": config.sign,
-            "n_rays": config.n_rays,
-            "distance_engine": config.distance_engine,
-        }
+        opts = {"sign": config.sign, "n_rays": config.n_rays}
         queries = []
         for (v, f), fr, obj in zip(unit, frames, objects, strict=True):
             fr = _unit_frame(fr, norm)

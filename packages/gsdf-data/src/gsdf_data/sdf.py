@@ -3,11 +3,12 @@
 Owns the SDF backends:
 
 - ``"ours"`` (the default behind ``"auto"``; called ``"open3d"`` before, a name still
-  accepted with a warning): exact unsigned distance from our own BVH closest-point query (:mod:`gsdf_data.bvh`, float64; 1.5-2x
-  faster than fcpw and open3d's ``RaycastingScene`` on the sampler's queries, measured in
-  ``bench/bench_sdf.py``; ``distance_engine="open3d"`` uses the latter), and a sign that
-  stays right on open, non-watertight meshes. Queries run in Morton (Z-curve) order, where
-  neighbouring queries share their closest triangles. Sign methods (``sign=``), measured in
+  accepted with a warning): exact unsigned distance from our own BVH closest-point query
+  (:mod:`gsdf_data.bvh`, float64; 1.5-2x faster than fcpw and open3d's ``RaycastingScene``
+  on the sampler's queries, measured in ``bench/bench_sdf.py``, which holds the open3d
+  distance engine it is compared with), and a sign that stays right on open,
+  non-watertight meshes. Queries run in Morton (Z-curve) order, where neighbouring queries
+  share their closest triangles. Sign methods (``sign=``), measured in
   ``bench/bench_sdf.py``:
 
   * ``"vote"`` (default): ray-parity inside test (open3d ray casting) over several fixed
@@ -54,7 +55,6 @@ BACKENDS = ("auto", "ours", "mesh-to-sdf")
 # old names, still accepted (with a warning) so that old configurations and commands run
 BACKEND_ALIASES = {"open3d": "ours"}
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
-DISTANCE_ENGINES = ("bvh", "open3d")
 DEFAULT_RAYS = 9
 
 
@@ -236,8 +236,6 @@ class MeshSDF:
         verts: (V,3) vertices. faces: (F,3) vertex indices.
         sign: one of ``SIGN_METHODS``. n_rays: odd number of rays for ``"vote"``.
         nthreads: open3d threads (0 = all cores; use 1 inside worker processes).
-        distance_engine: ``"bvh"`` (default: :mod:`gsdf_data.bvh`, one thread) or
-            ``"open3d"`` (float32).
         frame: optional (4,4) map from the mesh's own frame to the frame of ``verts``, a
             rotation times a uniform scale plus a translation (e.g. an object's model frame,
             where it is axis-aligned). The BVHs are built in that frame, where their boxes fit
@@ -252,7 +250,6 @@ class MeshSDF:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     nthreads: int = 1
-    distance_engine: str = "bvh"
     frame: np.ndarray | None = None
     local: bool = False
     _scene: object = field(default=None, repr=False)
@@ -264,11 +261,6 @@ class MeshSDF:
             raise ValueError(f"unknown sign method {self.sign!r}; expected one of {SIGN_METHODS}")
         if self.n_rays < 1 or self.n_rays % 2 == 0:
             raise ValueError(f"n_rays must be odd and positive, got {self.n_rays}")
-        if self.distance_engine not in DISTANCE_ENGINES:
-            raise ValueError(
-                f"unknown distance engine {self.distance_engine!r}; expected one of "
-                f"{DISTANCE_ENGINES}"
-            )
         self.verts = np.asarray(self.verts, dtype=np.float64)
         self.faces = np.asarray(self.faces, dtype=np.int64)
         if len(self.faces) == 0:
@@ -293,13 +285,10 @@ class MeshSDF:
             self.sign == "vote" and closed and self._layers is None
         )
         # open: the pseudo-normal still votes, beside the first ray (see _parity_vote)
-        self._pn_votes = self.sign == "vote" and not closed and self.distance_engine == "bvh"
-        self._bvh = None
-        if self.distance_engine == "bvh" or self._pn:
-            signs = self._pn or self._pn_votes
-            self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=signs)
+        self._pn_votes = self.sign == "vote" and not closed
+        self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=self._pn or self._pn_votes)
         self._scene = None
-        if self.distance_engine == "open3d" or not (self._pn or self._layers):
+        if not (self._pn or self._layers):
             self._scene = o3d.t.geometry.RaycastingScene()
             self._scene.add_triangles(
                 o3d.core.Tensor(self._v.astype(np.float32)),
@@ -348,10 +337,7 @@ class MeshSDF:
         points = np.asarray(points, dtype=np.float64)
         if ordered:
             q = self._local(points)
-            if self.distance_engine == "bvh":
-                d, _, pn, sure = self._bvh.query(q)
-            else:
-                d, pn, sure = self._distance(q), None, None
+            d, pn, sure = self._query(q)
             inside = self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
@@ -360,13 +346,17 @@ class MeshSDF:
         out[order] = self.signed_distance(points[order], ordered=True)
         return out
 
+    def _query(self, q: np.ndarray):
+        """Distances (N,) of points q (N,3) in the mesh's own frame, with the pseudo-normal
+        sides of their closest features and whether each side is sure (see :meth:`_inside`;
+        None, None: not computed)."""
+        d, _, pn, sure = self._bvh.query(q)
+        return d, pn, sure
+
     def _distance(self, q: np.ndarray) -> np.ndarray:
         if len(q) == 0:
             return np.zeros(0)
-        if self.distance_engine == "bvh":
-            return self._bvh.query(q)[0]
-        d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
-        return d.numpy().astype(np.float64)
+        return self._bvh.query(q)[0]
 
     def _inside(self, points: np.ndarray, pn=None, sure=None) -> np.ndarray:
         """pn, sure: the BVH's pseudo-normal sides of the points and whether each is sure
