@@ -9,6 +9,7 @@ original's winding number (inside).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -109,6 +110,54 @@ def _unwelded(mesh):
     return trimesh.Trimesh(v, np.arange(len(v)).reshape(-1, 3), process=False)
 
 
+def _open3d_distance_sdf():
+    """The engine our BVH is compared with (comparison only, not part of gsdf-data): a
+    ``MeshSDF`` whose distances come from open3d's ``RaycastingScene`` (Embree, float32) and
+    whose sign on open meshes is the ray vote alone (no pseudo-normal voter). The BVH that
+    ``MeshSDF`` builds is used only for the pseudo-normal signs of closed meshes; on open
+    ones its build is wasted time (a few ms, charged to the per-pair rows)."""
+    import open3d as o3d
+
+    from gsdf_data.sdf import MeshSDF
+
+    class Open3DDistanceSDF(MeshSDF):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self._pn_votes = False
+            if self._scene is None:
+                self._scene = o3d.t.geometry.RaycastingScene()
+                self._scene.add_triangles(
+                    o3d.core.Tensor(self._v.astype(np.float32)),
+                    o3d.core.Tensor(self.faces.astype(np.uint32)),
+                )
+
+        def _query(self, q):
+            return self._distance(q), None, None
+
+        def _distance(self, q):
+            if len(q) == 0:
+                return np.zeros(0)
+            d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
+            return d.numpy().astype(np.float64)
+
+    return Open3DDistanceSDF
+
+
+@contextlib.contextmanager
+def _distance_engine(name: str):
+    """Within the block, the sampler's queries use ``name``: "bvh" (gsdf-data's) or
+    "open3d" (:func:`_open3d_distance_sdf`)."""
+    import gsdf_data.sampling
+
+    old = gsdf_data.sampling.MeshSDF
+    if name == "open3d":
+        gsdf_data.sampling.MeshSDF = _open3d_distance_sdf()
+    try:
+        yield
+    finally:
+        gsdf_data.sampling.MeshSDF = old
+
+
 def _accuracy(sd, pts, mesh_open, inside_true):
     from gsdf_data.sdf import brute_force_distance
 
@@ -118,12 +167,12 @@ def _accuracy(sd, pts, mesh_open, inside_true):
 
 def _sign_methods(objects, rng, rows):
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import MeshSDF, winding_number
+    from gsdf_data.sdf import MeshSDF, brute_force_winding_number
 
     for name, (closed, opened) in objects.items():
         s = sample_points([opened], SamplingConfig(n=N_POINTS, mesh_fractions=(1.0,)), seed=1)
         pts = s.norm.to_camera(s.points)
-        truth = winding_number(closed.vertices, closed.faces, pts[:N_SIGN]) > 0.5
+        truth = brute_force_winding_number(closed.vertices, closed.faces, pts[:N_SIGN]) > 0.5
         for sign, n_rays in (
             ("parity", 1),
             ("vote", 5),
@@ -146,8 +195,7 @@ def _sign_methods(objects, rng, rows):
                                       ins, truth, s))  # fmt: skip
                 continue
             # rays and pseudo-normals alone (the open3d distance engine: no voting BVH)
-            q = MeshSDF(opened.vertices, opened.faces, sign=sign, n_rays=n_rays,
-                        distance_engine="open3d")  # fmt: skip
+            q = _open3d_distance_sdf()(opened.vertices, opened.faces, sign=sign, n_rays=n_rays)
             sub = pts if sign != "winding" else pts[:N_ACC]
             t = _clock()
             ins = q.inside(sub)[:N_SIGN]
@@ -211,7 +259,7 @@ def _multi_part(hand, objects, rows, notes):
 
     from gsdf_data import sdf as sdf_mod
     from gsdf_data.sampling import _PLACED, SamplingConfig, sample_points
-    from gsdf_data.sdf import winding_number
+    from gsdf_data.sdf import brute_force_winding_number
 
     variants = (("sign layers (default)", None), ("whole-mesh pseudo-normal (before)", False))
 
@@ -231,7 +279,7 @@ def _multi_part(hand, objects, rows, notes):
                 )
             )
             pts = s.norm.to_camera(s.points[:N_SIGN].astype(np.float64))
-            truth = winding_number(m.vertices, m.faces, pts) > 0.5
+            truth = brute_force_winding_number(m.vertices, m.faces, pts) > 0.5
             sd = s.sdf[:N_SIGN, 0].astype(np.float64) * s.norm.scale
             far = np.abs(sd) > 1e-4 * size
             wrong = ((sd < 0) != truth) & far
@@ -278,7 +326,7 @@ def _per_pair(hand, objects, rows, notes):
 
     from gsdf_data.filter import double_sided_check
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import winding_number
+    from gsdf_data.sdf import brute_force_winding_number
 
     times = []
     # warm up (imports, first BVH build) so that the first pair is not charged for them
@@ -290,18 +338,19 @@ def _per_pair(hand, objects, rows, notes):
         fres = double_sided_check(opened)
         t_filter = _clock() - t
         for engine in ("bvh", "open3d"):
-            cfg = SamplingConfig(n=N_POINTS, distance_engine=engine)
-            s, t_sample, t_median = _timed(
-                lambda cfg=cfg, opened=opened, name=name: sample_points(
-                    [hand, opened], cfg, sample_id=name
+            cfg = SamplingConfig(n=N_POINTS)
+            with _distance_engine(engine):
+                s, t_sample, t_median = _timed(
+                    lambda cfg=cfg, opened=opened, name=name: sample_points(
+                        [hand, opened], cfg, sample_id=name
+                    )
                 )
-            )
             if engine == "bvh":
                 times.append(t_sample)
             pts = s.norm.to_camera(s.points[:N_ACC])
             sdf_m = s.sdf[:N_ACC].astype(np.float64) * s.norm.scale
-            hand_in = winding_number(hand.vertices, hand.faces, pts) > 0.5
-            obj_in = winding_number(closed.vertices, closed.faces, pts) > 0.5
+            hand_in = brute_force_winding_number(hand.vertices, hand.faces, pts) > 0.5
+            obj_in = brute_force_winding_number(closed.vertices, closed.faces, pts) > 0.5
             e_h = _accuracy(sdf_m[:, 0], pts, hand, hand_in)
             e_o = _accuracy(sdf_m[:, 1], pts, opened, obj_in)
             rows.append(
@@ -359,7 +408,7 @@ def _per_pair(hand, objects, rows, notes):
         sd = cloud.get_sdf((pts - centre) / scale, use_depth_buffer=False, sample_count=11) * scale
         t_query = _clock() - t
         total += 2 * (t_scan + t_query * N_POINTS / N_ACC)
-        truth = winding_number(truth_mesh.vertices, truth_mesh.faces, pts) > 0.5
+        truth = brute_force_winding_number(truth_mesh.vertices, truth_mesh.faces, pts) > 0.5
         errs.append(_accuracy(sd, pts, mesh, truth))
     rows.append(
         {
@@ -388,7 +437,7 @@ def _distance_engines(hand, objects, rows, notes):
 
     from gsdf_data.bvh import BVH
     from gsdf_data.sampling import SamplingConfig, sample_points
-    from gsdf_data.sdf import brute_force_distance, spatial_order
+    from gsdf_data.sdf import brute_force_distance, morton_order
 
     try:
         import fcpw
@@ -398,7 +447,7 @@ def _distance_engines(hand, objects, rows, notes):
     name, (_, opened) = next(iter(objects.items()))
     s = sample_points([hand, opened], SamplingConfig(n=N_POINTS), sample_id="engines")
     pts = s.points.astype(np.float64)
-    pts = pts[spatial_order(pts)]
+    pts = pts[morton_order(pts)]
     sub = np.arange(0, len(pts), len(pts) // N_ACC)
     for mesh_name, m in (("procedural hand", hand), ("MANO-sized hand", _mano_sized(hand)),
                          (name, opened)):  # fmt: skip
@@ -717,9 +766,8 @@ def _obman_pipeline(hand, objects, rows, notes):
 
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.obman import obman_tasks
-    from gsdf_data.object_cache import ObjectCache
+    from gsdf_data.object_cache import ObjectCache, forget_queries
     from gsdf_data.prepare import PrepareConfig, prepare_pairs
-    from gsdf_data.sampling import forget_meshes
 
     with tempfile.TemporaryDirectory() as d:
         d = pathlib.Path(d)
@@ -743,7 +791,7 @@ def _obman_pipeline(hand, objects, rows, notes):
         runs = {"cache": [], "plain": [], "camera": []}
         for r in range(REPEATS):  # interleaved, so that drifts hit all alike
             for kind, ts in (("cache", sub), ("plain", plain), ("camera", camera)):
-                forget_meshes()  # each run builds its objects' query structures again
+                forget_queries()  # each run builds its objects' query structures again
                 t = _clock()
                 rep = prepare_pairs(ts, d / f"{kind}{r}", config, progress=False)
                 runs[kind].append((_clock() - t) / len(ts))

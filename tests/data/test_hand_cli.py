@@ -27,7 +27,7 @@ def test_hand_show_writes_a_picture(tmp_path):
     assert r > g > b
     sat = skeleton.max(-1) - skeleton.min(-1)
     assert (sat > 120).sum() > 30
-    assert not list(tmp_path.glob("*.tmp.png"))
+    assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_hand_show_bad_mano_file(tmp_path):

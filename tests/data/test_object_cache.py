@@ -83,7 +83,51 @@ def test_obman_samples_are_identical_with_and_without_the_cache(tmp_path, fixtur
             assert "double-sided filter" in str(e)
             continue
         pair = t1.load()
-        assert pair.obj_filtered == config.filter  # make_sample skips the filter
+        assert pair.obj.filtered == config.filter  # make_sample skips the filter
         s1 = make_sample(pair, config)
         for k in ("points", "sdf_hand", "sdf_obj", "obj_verts", "obj_faces", "joints"):
             np.testing.assert_array_equal(s0[k], s1[k])
+
+
+def test_a_pair_carries_one_object_model_whose_queries_are_built_once(tmp_path, monkeypatch):
+    import dataclasses
+
+    import gsdf_data.object_cache as oc
+    import gsdf_data.sampling
+    import gsdf_data.sdf
+    from gsdf_data.object_cache import ObjectModel
+    from gsdf_data.prepare import Pair
+
+    fields = {f.name for f in dataclasses.fields(Pair)}
+    assert {"obj", "obj_frame"} <= fields and not fields & {"obj_model", "obj_filtered"}
+    builds = []
+
+    class Counting(gsdf_data.sdf.MeshSDF):
+        def __post_init__(self):
+            builds.append(self.local)
+            super().__post_init__()
+
+    monkeypatch.setattr(gsdf_data.sdf, "MeshSDF", Counting)
+    monkeypatch.setattr(gsdf_data.sampling, "MeshSDF", Counting)
+    monkeypatch.setattr(oc, "_QUERIES", type(oc._QUERIES)())
+    src = _write(tmp_path / "box.obj", trimesh.creation.box((0.05, 0.04, 0.06)))
+    config = PrepareConfig(sampling=SamplingConfig(n=1500, min_per_side=50))
+    cache = ObjectCache(str(tmp_path / "c"), config.filter)
+    hand = trimesh.creation.icosphere(2, radius=0.02)
+    hand.apply_translation([0.0, 0.0, 0.5])
+    out = []
+    for i in range(3):
+        obj = cache.load(src)  # a fresh value per sample, as each task loads its own
+        assert isinstance(obj, ObjectModel) and obj.filtered == config.filter
+        frame = np.eye(4)
+        frame[:3, :3] = trimesh.transformations.rotation_matrix(0.3 * i, [0, 1, 1])[:3, :3]
+        frame[:3, 3] = [0.035, 0.0, 0.5]
+        posed = trimesh.Trimesh(obj.verts @ frame[:3, :3].T + frame[:3, 3], obj.faces)
+        pair = Pair(f"p{i}", hand, posed, np.zeros((8, 8, 3), np.uint8), np.eye(3),
+                    np.zeros((21, 3)), obj=obj, obj_frame=frame)  # fmt: skip
+        out.append(make_sample(pair, config))
+    assert builds.count(True) == 1  # the object's structures: once for its three samples
+    assert builds.count(False) == 3  # the hand's: once per sample
+    # the same values as the camera-frame path, up to float rounding
+    plain = make_sample(dataclasses.replace(pair, obj=None, obj_frame=None), config)
+    np.testing.assert_allclose(plain["sdf_obj"], out[-1]["sdf_obj"], atol=1e-6)

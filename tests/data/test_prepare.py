@@ -126,6 +126,52 @@ def test_dask_backend_matches_reference(tmp_path, reference):
     _same(_arrays(tmp_path), _arrays(reference))
 
 
+def test_open3d_is_a_deprecated_name_of_our_backend():
+    with pytest.warns(FutureWarning, match="deprecated name of 'ours'"):
+        old = SamplingConfig(n=2000, min_per_side=50, backend="open3d")
+    assert old == SamplingConfig(n=2000, min_per_side=50, backend="ours")
+    assert PrepareConfig(sampling=old).to_dict()["sampling"]["backend"] == "ours"
+
+
+def test_a_set_made_under_the_old_backend_name_resumes_without_redoing(tmp_path):
+    """A shard set written before the rename records backend "open3d" and the distance engine
+    "bvh" (a field sampling configurations had then), and digests of that configuration: it
+    opens, its configuration reads, and a resume with "ours" keeps its shards."""
+    import dataclasses
+    import hashlib
+    import warnings
+
+    new = dataclasses.replace(CFG, sampling=dataclasses.replace(CFG.sampling, backend="ours"))
+    pairs = [make_pair(i) for i in range(5)]
+    prepare_pairs(pairs, tmp_path, new, progress=False)
+    # rewrite it as the old code wrote it (its digest: sha256 of the sorted-key JSON)
+    old = new.to_dict()
+    old["sampling"].update(backend="open3d", distance_engine="bvh")
+    legacy = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert legacy in new.digests()
+    for p in [tmp_path / "manifest.json", *sorted(tmp_path.glob("shard-*.json"))]:
+        d = json.loads(p.read_text())
+        d["config_digest"] = legacy
+        if "config" in d:
+            d["config"] = old
+        p.write_text(json.dumps(d))
+    with pytest.warns(FutureWarning, match="deprecated name"):
+        assert PrepareConfig.from_dict(old) == new
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # opening it needs no configuration at all
+        assert len(ShardSet(tmp_path)) == 5
+    for p in tmp_path.glob("shard-00002.*"):  # as if the old run had stopped before its end
+        p.unlink()
+    rep = prepare_pairs(pairs, tmp_path, new, progress=False)
+    assert rep.shards_skipped == ["shard-00000.h5", "shard-00001.h5"] and not rep.shards_redone
+    assert rep.shards_written == ["shard-00002.h5"]
+    assert (
+        json.loads((tmp_path / "manifest.json").read_text())["config"]["sampling"]["backend"]
+        == "ours"
+    )
+    assert check(tmp_path) == []
+
+
 def test_other_config_is_refused(tmp_path, reference):
     import shutil
 
@@ -187,3 +233,24 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     mk = json.loads((killed / "manifest.json").read_text())
     mf = json.loads((full / "manifest.json").read_text())
     assert [s["sha256"] for s in mk["shards"]] == [s["sha256"] for s in mf["shards"]]
+
+
+def test_cli_accepts_the_old_backend_name_with_one_warning_line(tmp_path):
+    from click.testing import CliRunner
+
+    from gsdf_data.cli import main
+
+    ball = trimesh.creation.icosphere(2, radius=0.05)
+    ball.apply_translation([0.0, 0.0, 0.6])
+    ball.export(tmp_path / "ball.obj")
+    args = ["sample", str(tmp_path / "ball.obj"), "--points", "1000", "--min-per-side", "50"]
+    outs = {}
+    for name in ("ours", "open3d"):
+        out = tmp_path / f"{name}.npz"
+        r = CliRunner().invoke(main, [*args, "--sdf-backend", name, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        warned = [x for x in r.stderr.splitlines() if "deprecated" in x]
+        assert warned == ([] if name == "ours" else ["warning: --sdf-backend open3d is a "
+                                                      "deprecated name of ours (same code)"])  # fmt: skip
+        outs[name] = np.load(out)
+    np.testing.assert_array_equal(outs["ours"]["sdf"], outs["open3d"]["sdf"])

@@ -419,11 +419,11 @@ def test_resume_redoes_a_damaged_shard_and_cleans_temporaries(prepared, tmp_path
     else:
         raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))
-    (d / ".shard-00001.h5.tmp-999999").write_bytes(b"half")
+    (d / ".shard-00001.h5.tmp-999999.h5").write_bytes(b"half")
     rep = prepare_pairs([_pair(i) for i in range(4)], d, _config(), progress=False)
     assert rep.shards_redone == ["shard-00001.h5"] and rep.shards_skipped == ["shard-00000.h5"]
     assert path.read_bytes() == want
-    assert not (d / ".shard-00001.h5.tmp-999999").exists()
+    assert not (d / ".shard-00001.h5.tmp-999999.h5").exists()
     assert check(d) == []
 
 

@@ -7,10 +7,10 @@ import trimesh
 from gsdf_data.sdf import (
     MeshSDF,
     brute_force_distance,
+    brute_force_winding_number,
     is_closed,
+    morton_order,
     signed_distance,
-    spatial_order,
-    winding_number,
 )
 
 
@@ -77,30 +77,32 @@ def test_curved_shapes_within_tessellation_bounds_and_exact_vs_brute_force(shape
     )
 
 
-@pytest.mark.parametrize("engine", ["bvh", "open3d"])
-def test_distance_engines_match_brute_force(engine):
-    """Both engines, near and far queries, degenerate faces included, any query order."""
+def test_distances_match_brute_force():
+    """Near and far queries, degenerate faces included, any query order."""
     rng = np.random.default_rng(3)
     mesh = trimesh.creation.torus(0.5, 0.15, major_sections=24, minor_sections=12)
     faces = np.vstack([mesh.faces, [[0, 0, 1], [2, 3, 2]]])  # two zero-area faces
     near = mesh.sample(400, seed=1) + rng.normal(0.0, 0.01, (400, 3))
     p = np.vstack([near, _queries(rng, 400, 3.0)])
-    d = MeshSDF(mesh.vertices, faces, distance_engine=engine).distance(p)
+    d = MeshSDF(mesh.vertices, faces).distance(p)
     np.testing.assert_allclose(d, brute_force_distance(mesh.vertices, faces, p), atol=2e-6)
 
 
-@pytest.mark.parametrize("engine", ["bvh", "open3d"])
+@pytest.mark.parametrize("voter", [True, False])
 @pytest.mark.parametrize("closed", [True, False])
-def test_both_engines_sign_closed_and_open_meshes(engine, closed):
-    """Every engine and sign path (pseudo-normal on closed meshes, rays with or without the
-    pseudo-normal voter on open ones) against the closed torus's winding number."""
+def test_sign_of_closed_and_open_meshes(voter, closed):
+    """Every sign path (pseudo-normal on closed meshes, rays with or without the pseudo-normal
+    voter on open ones; without: the bench's rays-alone comparison) against the closed
+    torus's winding number."""
     rng = np.random.default_rng(9)
     mesh = trimesh.creation.torus(0.5, 0.15, major_sections=32, minor_sections=16)
     faces = mesh.faces if closed else mesh.faces[6:]  # a small hole
     p = np.vstack([mesh.sample(600, seed=2) + rng.normal(0.0, 0.02, (600, 3)),
                    _queries(rng, 400, 0.8)])  # fmt: skip
-    truth = winding_number(mesh.vertices, mesh.faces, p) > 0.5
-    sdf = MeshSDF(mesh.vertices, faces, distance_engine=engine)
+    truth = brute_force_winding_number(mesh.vertices, mesh.faces, p) > 0.5
+    sdf = MeshSDF(mesh.vertices, faces)
+    assert sdf._pn_votes == (not closed)
+    sdf._pn_votes &= voter
     sd = sdf.signed_distance(p)
     ok = np.abs(sd) > 0.01  # the facets cut inside the smooth torus
     # right at a hole the vote may fail (the hole fills much of the view): 10 cm away it may not
@@ -112,11 +114,11 @@ def test_both_engines_sign_closed_and_open_meshes(engine, closed):
 def test_spatial_order_is_a_permutation_that_groups_neighbours():
     rng = np.random.default_rng(4)
     p = rng.uniform(-1, 1, (5000, 3))
-    o = spatial_order(p)
+    o = morton_order(p)
     assert np.array_equal(np.sort(o), np.arange(len(p)))
     step = np.linalg.norm(np.diff(p[o], axis=0), axis=1).mean()
     assert step < 0.25 * np.linalg.norm(np.diff(p, axis=0), axis=1).mean()
-    assert len(spatial_order(p[:1])) == 1 and len(spatial_order(p[:0])) == 0
+    assert len(morton_order(p[:1])) == 1 and len(morton_order(p[:0])) == 0
 
 
 def test_is_closed_needs_every_edge_once_each_way():
@@ -174,17 +176,12 @@ def test_real_meshes_sign_and_distance_match_brute_force(name):
     near = welded.sample(1500, seed=3) + rng.normal(0.0, 0.01 * size, (1500, 3))
     lo, hi = welded.bounds
     p = np.vstack([near, rng.uniform(lo, hi, (500, 3))])
-    truth = winding_number(welded.vertices, welded.faces, p) > 0.5
+    truth = brute_force_winding_number(welded.vertices, welded.faces, p) > 0.5
     dist = brute_force_distance(welded.vertices, welded.faces, p[::10])
     for mesh in (raw, welded):
         sd = MeshSDF.from_mesh(mesh).signed_distance(p)
         assert np.array_equal(sd < 0, truth)
         np.testing.assert_allclose(np.abs(sd[::10]), dist, atol=1e-6 * size)
-
-
-def test_unknown_distance_engine_is_refused():
-    with pytest.raises(ValueError, match="distance engine"):
-        MeshSDF.from_mesh(trimesh.creation.box(), distance_engine="nope")
 
 
 def test_closed_meshes_take_the_pseudonormal_sign_and_inward_ones_the_rays():
@@ -218,7 +215,7 @@ def test_sign_matches_winding_number_on_closed_meshes(sign):
         assert mesh.is_watertight, name
         near = mesh.sample(800, seed=3) + rng.normal(0, 0.02, (800, 3))
         p = np.concatenate([near, _queries(rng, 400, 0.8)])
-        inside_ref = winding_number(mesh.vertices, mesh.faces, p) > 0.5
+        inside_ref = brute_force_winding_number(mesh.vertices, mesh.faces, p) > 0.5
         assert 100 < inside_ref.sum() < len(p) - 100
         ins = MeshSDF.from_mesh(mesh, sign=sign).inside(p)
         assert (ins != inside_ref).sum() == 0, name
@@ -227,7 +224,7 @@ def test_sign_matches_winding_number_on_closed_meshes(sign):
 def test_winding_number_reference_is_exact_on_a_box():
     mesh = trimesh.creation.box((1, 1, 1))
     p = _queries(np.random.default_rng(4), 500, 0.9)
-    w = winding_number(mesh.vertices, mesh.faces, p)
+    w = brute_force_winding_number(mesh.vertices, mesh.faces, p)
     np.testing.assert_allclose(w, np.all(np.abs(p) < 0.5, axis=1).astype(float), atol=1e-9)
 
 
@@ -267,7 +264,7 @@ def test_procedural_hand_sign_against_winding_number():
     mesh = trimesh.Trimesh(verts, faces, process=False)
     rng = np.random.default_rng(6)
     p = mesh.sample(600, seed=7) + rng.normal(0, 0.003, (600, 3))
-    ref = winding_number(verts, faces, p) > 0.5
+    ref = brute_force_winding_number(verts, faces, p) > 0.5
     ins = MeshSDF(verts, faces).inside(p)
     assert ref.sum() > 50
     assert (ins != ref).mean() < 0.005
@@ -281,14 +278,16 @@ def test_unknown_backend_and_bad_rays_are_rejected():
         MeshSDF.from_mesh(mesh, n_rays=4)
 
 
-def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
-    from gsdf_data.sdf import PlacedSDFs
+def test_object_model_builds_its_queries_once_and_answers_as_a_fresh_build(monkeypatch):
+    import gsdf_data.object_cache as oc
+    from gsdf_data.object_cache import ObjectModel
 
+    monkeypatch.setattr(oc, "QUERIES_KEPT", 1)
     rng = np.random.default_rng(12)
     model = trimesh.creation.annulus(0.2, 0.3, 0.25)  # closed: pseudo-normal sign
     cup = trimesh.Trimesh(model.vertices, model.faces[:-40])  # open: ray vote
-    memo = PlacedSDFs(size=1)
-    for mesh in (model, cup):
+    opts = {"sign": "vote", "n_rays": 9}
+    for key, mesh in (("annulus", model), ("cup", cup)):
         frames = []
         for _ in range(3):
             f = np.eye(4)
@@ -296,10 +295,13 @@ def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
             f[:3, 3] = rng.normal(0, 0.5, 3)
             frames.append(f)
         p = _queries(rng, 500, 1.5)
-        first = memo.get(mesh.vertices, mesh.faces, frames[0])
+        obj = ObjectModel(key, np.asarray(mesh.vertices), np.asarray(mesh.faces))
+        first = obj.query(**opts)
         for f in frames:
-            placed = memo.get(mesh.vertices, mesh.faces, f)
-            assert placed._bvh is first._bvh  # built once
+            # a copy, as a worker unpickles one per sample: the same structures still
+            again = ObjectModel(key, obj.verts.copy(), obj.faces.copy())
+            placed = again.query(**opts).placed(f)
+            assert placed._bvh is first._bvh  # built once in this process
             fresh = MeshSDF(mesh.vertices, mesh.faces, local=True, frame=f)
             q = p @ f[:3, :3].T + f[:3, 3]
             np.testing.assert_array_equal(placed.signed_distance(q), fresh.signed_distance(q))
@@ -307,4 +309,4 @@ def test_placed_sdfs_reuse_one_build_and_answer_as_a_fresh_one():
             np.testing.assert_allclose(
                 placed.signed_distance(q), MeshSDF(posed, mesh.faces).signed_distance(q), atol=1e-9
             )
-    assert len(memo._entries) == 1  # the size bound holds
+    assert len(oc._QUERIES) == 1  # the size bound holds

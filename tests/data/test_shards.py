@@ -182,7 +182,7 @@ def test_check_finds_missing_and_inconsistent(tmp_path):
     assert any("incomplete" in p for p in check(tmp_path))
     (tmp_path / entries[0]["file"]).unlink()
     assert any("missing" in p for p in check(tmp_path))
-    (tmp_path / ".shard-00009.h5.tmp-1").write_bytes(b"x")
+    (tmp_path / ".shard-00009.h5.tmp-1.h5").write_bytes(b"x")
     assert any("interrupted" in p for p in check(tmp_path))
     assert check(tmp_path / "nope") != []
 

@@ -518,7 +518,7 @@ class BVH:
         """Exact distance (N,), closest face index (N,, input numbering) and, when built with
         ``pseudonormal_sign``, inside (N,) bool and sure (N,) bool (the closest feature is a
         manifold, consistently oriented part of the mesh); else None, None. Fastest on
-        spatially ordered points (see :func:`gsdf_data.sdf.spatial_order`)."""
+        spatially ordered points (see :func:`gsdf_data.sdf.morton_order`)."""
         p = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
         d = np.empty(len(p))
         face = np.empty(len(p), np.int64)

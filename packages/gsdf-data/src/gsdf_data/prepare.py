@@ -21,7 +21,8 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 - a sample dropped for a reason that can change (a missing file, an I/O error) is marked
   ``"retry": true`` and its shard is redone on the next run; content drops are final;
 - a resume trusts a finished shard only when its size and checksum match its record, and
-  removes the temporaries that a killed run left for the shards it redoes;
+  removes the temporaries that a killed run left for the shards it redoes (every file is
+  written through :func:`gsdf_data.files.atomic_write`, one naming scheme);
 - the run fails fast (:class:`PrepareError`, before the progress bar) when the first
   samples it tries all fail for one cause outside the data (a wrong object root, an SDF
   backend that cannot run), and fails without writing a manifest when it keeps nothing.
@@ -29,6 +30,7 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -40,7 +42,9 @@ import numpy as np
 
 from gsdf_data import __version__, config_io
 from gsdf_data.filter import FilterConfig
+from gsdf_data.object_cache import ObjectModel
 from gsdf_data.sampling import SamplingConfig
+from gsdf_data.sdf import BACKEND_ALIASES
 
 BAD_REPORT = "bad_samples.json"
 
@@ -60,15 +64,15 @@ class Pair:
         obj_center: (3,) object centre, or None (default: object bounding-box centre).
         obj_pose: (4,4) object→camera, or None (stored as NaN).
         seq_id: sequence id for video ("" when none). frame_idx: frame index (-1 when none).
-        obj_filtered: the double-sided filter configuration the object mesh already passed in
-            its own frame (readers with an ``ObjectCache``); ``make_sample`` then skips the
-            filter when the run uses the same configuration.
-        obj_frame: (4,4) map from the object's model frame to the camera frame (rotation
-            times uniform scale, translation), or None; SDF queries then run in the model
-            frame, where models are axis-aligned (faster, same values).
-        obj_model: (V',3) object vertices in that model frame (``obj_frame`` maps them onto
-            ``obj_mesh``), or None; the sampler then builds the object's query structures
-            once per process and reuses them for the object's other samples.
+        obj: the object's :class:`gsdf_data.object_cache.ObjectModel` (its mesh in its own
+            frame, the double-sided filter verdict, its SDF query structures), or None.
+            ``make_sample`` skips the filter when the mesh already passed the run's
+            configuration, and with ``obj_frame`` the sampler queries the model's structures,
+            built once per process and shared by the object's other samples.
+        obj_frame: (4,4) the pose of the object: its model frame -> the camera frame (rotation
+            times uniform scale, translation; maps ``obj.verts`` onto ``obj_mesh``), or None.
+            SDF queries then run in the model frame, where models are axis-aligned (faster,
+            same values).
     """
 
     sample_id: str
@@ -82,9 +86,8 @@ class Pair:
     obj_pose: np.ndarray | None = None
     seq_id: str = ""
     frame_idx: int = -1
-    obj_filtered: FilterConfig | None = None
+    obj: ObjectModel | None = None
     obj_frame: np.ndarray | None = None
-    obj_model: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,42 @@ class PrepareConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PrepareConfig:
+        d = copy.deepcopy(dict(d))
+        sampling = d.get("sampling")
+        if isinstance(sampling, dict):
+            # older manifests: the distance engine, now always our BVH (open3d's engine is a
+            # comparison in the bench)
+            engine = sampling.pop("distance_engine", "bvh")
+            if engine != "bvh":
+                raise ValueError(
+                    f"distance engine {engine!r} is not part of gsdf-data (see bench/bench_sdf.py)"
+                )
         return config_io.from_dict(cls, d)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.to_dict())
+
+    def digests(self) -> set[str]:
+        """The digest, and the digests the same configuration had in older manifests: under a
+        deprecated SDF backend name (``"open3d"`` for ``"ours"``) and with the distance
+        engine field (always ``"bvh"``) that sampling configurations had. Shard sets made
+        then resume."""
+        now = self.to_dict()
+        backends = [now["sampling"]["backend"]]
+        backends += [old for old, new in BACKEND_ALIASES.items() if new == backends[0]]
+        out = set()
+        for backend in backends:
+            for engine in (None, "bvh"):
+                d = copy.deepcopy(now)
+                d["sampling"]["backend"] = backend
+                if engine is not None:
+                    d["sampling"]["distance_engine"] = engine
+                out.add(_digest(d))
+        return out
+
+
+def _digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class PrepareError(RuntimeError):
@@ -193,7 +228,8 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     validate_mesh(pair.obj_mesh, "object mesh")
     K = _finite("K", pair.K, (3, 3))
     joints = _finite("joints", pair.joints, (21, 3))
-    if config.filter is not None and pair.obj_filtered != config.filter:
+    filtered = None if pair.obj is None else pair.obj.filtered
+    if config.filter is not None and filtered != config.filter:
         res = double_sided_check(pair.obj_mesh, config.filter)
         if not res.ok:
             raise ValueError(f"double-sided filter: {res.reason}")
@@ -203,7 +239,7 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
         sample_id=pair.sample_id,
         seed=config.seed,
         frames=[None, pair.obj_frame],
-        models=[None, pair.obj_model],
+        objects=[None, pair.obj],
     )
     if not (np.isfinite(s.points).all() and np.isfinite(s.sdf).all()):
         raise ValueError("non-finite SDF samples")
@@ -290,7 +326,8 @@ def _record_path(out: Path, j: int) -> Path:
     return out / f"shard-{j:05d}.json"
 
 
-def _done(out: Path, j: int, digest: str) -> dict | None:
+def _done(out: Path, j: int, digests: set[str]) -> dict | None:
+    """Shard j's record when it was made with a configuration of one of ``digests``."""
     rec = _record_path(out, j)
     if not rec.is_file() or not (out / f"shard-{j:05d}.h5").is_file():
         return None
@@ -298,7 +335,7 @@ def _done(out: Path, j: int, digest: str) -> dict | None:
         r = json.loads(rec.read_text())
     except ValueError:
         return None
-    return r if isinstance(r, dict) and r.get("config_digest") == digest else None
+    return r if isinstance(r, dict) and r.get("config_digest") in digests else None
 
 
 def _shard_ids(tasks: Sequence, j: int, size: int) -> set[str] | None:
@@ -339,8 +376,10 @@ def _redo_reason(out: Path, record: dict, ids: set[str] | None = None) -> str:
 def _clean_temporaries(out: Path, shards: list[int]) -> None:
     """Remove what a killed run left half-written for ``shards`` (only these: concurrent
     ``--shard k/n`` jobs write the others)."""
-    for j in shards:
-        for p in out.glob(f".shard-{j:05d}.*.tmp-*"):
+    from gsdf_data.files import TEMP_MARK
+
+    for j in shards:  # the shard's .h5 and .json, as gsdf_data.files.temporary_path names them
+        for p in out.glob(f".shard-{j:05d}.*{TEMP_MARK}*"):
             p.unlink(missing_ok=True)
 
 
@@ -369,11 +408,12 @@ def _preflight(tasks: Sequence, indices: list[int], config: PrepareConfig, probe
 
 def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: int) -> dict:
     """manifest.json and bad_samples.json from the shard records present now."""
-    from gsdf_data.shards import atomic_write_text, write_manifest
+    from gsdf_data.files import atomic_write_text
+    from gsdf_data.shards import write_manifest
 
     entries, bad = [], []
     for j in range(n_shards):
-        r = _done(out, j, config.digest())
+        r = _done(out, j, config.digests())
         if r is not None:
             entries.append({k: r[k] for k in ("file", "n_samples", "sha256", "bytes")})
             bad += r["bad"]
@@ -421,7 +461,8 @@ def prepare_pairs(
     Returns:
         :class:`PrepareReport`.
     """
-    from gsdf_data.shards import ShardWriter, atomic_write_text, shard_name
+    from gsdf_data.files import atomic_write_text
+    from gsdf_data.shards import ShardWriter, shard_name
 
     t0 = time.perf_counter()
     if config is None:
@@ -437,7 +478,7 @@ def prepare_pairs(
     mpath = out / "manifest.json"
     if mpath.is_file():
         old = json.loads(mpath.read_text()).get("config_digest")
-        if old is not None and old != config.digest():
+        if old is not None and old not in config.digests():
             raise ValueError(
                 f"{out} holds shards made with another configuration; use a new directory"
             )
@@ -449,7 +490,7 @@ def prepare_pairs(
     report = PrepareReport(str(out), len(tasks), n_shards)
     todo = []
     for j in mine:
-        record = _done(out, j, digest)
+        record = _done(out, j, config.digests())
         if record is None:
             todo.append(j)
         elif _redo_reason(out, record, _shard_ids(tasks, j, size)):
@@ -520,7 +561,7 @@ def prepare_pairs(
         close = getattr(results, "close", None)
         if close is not None:
             close()
-    _refuse_empty(out, digest, n_shards, len(tasks))
+    _refuse_empty(out, config.digests(), n_shards, len(tasks))
     _rebuild_manifest(out, config, n_shards, len(tasks))
     report.seconds = time.perf_counter() - t0
     if progress:
@@ -539,14 +580,14 @@ def _check_config(config: PrepareConfig) -> None:
         raise PrepareError(f"shard size must be at least 1, got {config.shard_size}")
 
 
-def _refuse_empty(out: Path, digest: str, n_shards: int, n_tasks: int) -> None:
+def _refuse_empty(out: Path, digests: set[str], n_shards: int, n_tasks: int) -> None:
     """PrepareError when the set (every shard recorded so far) holds no sample: then there is
     no manifest to mistake for a result, only bad_samples.json to say why."""
     from collections import Counter
 
-    from gsdf_data.shards import atomic_write_text
+    from gsdf_data.files import atomic_write_text
 
-    records = [r for j in range(n_shards) if (r := _done(out, j, digest)) is not None]
+    records = [r for j in range(n_shards) if (r := _done(out, j, digests)) is not None]
     if not records or sum(int(r.get("n_samples", 0)) for r in records):
         return
     bad = [b for r in records for b in r.get("bad", [])]

@@ -18,21 +18,14 @@ import numpy as np
 
 from gsdf_data.normalize import Normalization, pair_normalization
 from gsdf_data.sdf import (
+    BACKEND_ALIASES,
     DEFAULT_RAYS,
     MeshSDF,
-    PlacedSDFs,
+    backend_name,
     is_similarity,
     mesh_to_sdf_signed_distance,
-    spatial_order,
+    morton_order,
 )
-
-# per process: the query structures of the last few objects, reused by their other grasps
-_PLACED = PlacedSDFs()
-
-
-def forget_meshes() -> None:
-    """Drop this process's query structures of recent objects (benchmarks, memory)."""
-    _PLACED.clear()
 
 
 class SamplingError(ValueError):
@@ -46,8 +39,8 @@ class SamplingConfig:
     n: points per sample. variances: Gaussian noise variances of the near-surface points.
     uniform_fraction: share of points uniform in [-1,1]³. mesh_fractions: share of the
     near-surface points per mesh (hand, object); ``None`` = by surface area (reference).
-    min_per_side: required inside and outside points per mesh. backend / sign / n_rays /
-    distance_engine: see :mod:`gsdf_data.sdf`.
+    min_per_side: required inside and outside points per mesh. backend / sign / n_rays: see
+    :mod:`gsdf_data.sdf`; the deprecated backend name ``"open3d"`` is recorded as ``"ours"``.
     """
 
     n: int = 40_000
@@ -59,7 +52,11 @@ class SamplingConfig:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     max_topup_rounds: int = 8
-    distance_engine: str = "bvh"
+
+    def __post_init__(self) -> None:
+        if self.backend in BACKEND_ALIASES:
+            # stack: here, the dataclass's __init__, the caller
+            object.__setattr__(self, "backend", backend_name(self.backend, stacklevel=4))
 
 
 @dataclass
@@ -158,7 +155,7 @@ def sample_points(
     rng: np.random.Generator | None = None,
     norm: Normalization | None = None,
     frames: list | None = None,
-    models: list | None = None,
+    objects: list | None = None,
 ) -> SDFSamples:
     """Sample ``config.n`` points around several meshes and their SDF to each.
 
@@ -168,11 +165,11 @@ def sample_points(
         sample_id, seed: select the random stream (ignored when ``rng`` is given).
         norm: normalisation to use; default: the union of the meshes (radius × 1.03).
         frames: per mesh, ``None`` or the (4,4) similarity from the mesh's own (model) frame
-            to the meshes' frame; the open3d backend then queries in the model frame
+            to the meshes' frame; our backend then queries in the model frame
             (faster on rotated objects, same values; see :class:`gsdf_data.sdf.MeshSDF`).
-        models: per mesh, ``None`` or its (V,3) vertices in the model frame (``frames``
-            maps them onto the mesh): the mesh's BVH and ray scene are then built once per
-            process and reused by the next samples of the same model.
+        objects: per mesh, ``None`` or its :class:`gsdf_data.object_cache.ObjectModel`
+            (``frames`` maps its vertices onto the mesh): the queries then use the model's
+            BVH and ray scene, built once per process for all its samples.
 
     Returns:
         :class:`SDFSamples` with points (N,3) and sdf (N,M) in unit-cube units.
@@ -211,26 +208,22 @@ def sample_points(
         chunks.append(_in_cube(p, rng, s, base))
     chunks.append(rng.uniform(-1.0, 1.0, (n_uni, 3)))
     points = np.concatenate(chunks)
-    points = points[spatial_order(points)]  # the SDF queries run faster in this order
+    points = points[morton_order(points)]  # the SDF queries run faster in this order
 
     if config.backend == "mesh-to-sdf":
 
         def sdf_of(p, ordered=False):
             return np.stack([mesh_to_sdf_signed_distance(m, p) for m in unit], axis=1)
 
-    elif config.backend in ("auto", "open3d"):
+    elif config.backend in ("auto", "ours"):
         frames = list(frames) if frames is not None else [None] * nm
-        models = list(models) if models is not None else [None] * nm
-        opts = {
-            "sign": config.sign,
-            "n_rays": config.n_rays,
-            "distance_engine": config.distance_engine,
-        }
+        objects = list(objects) if objects is not None else [None] * nm
+        opts = {"sign": config.sign, "n_rays": config.n_rays}
         queries = []
-        for (v, f), fr, model in zip(unit, frames, models, strict=True):
+        for (v, f), fr, obj in zip(unit, frames, objects, strict=True):
             fr = _unit_frame(fr, norm)
-            if fr is not None and model is not None:
-                queries.append(_PLACED.get(model, f, fr, **opts))
+            if fr is not None and obj is not None:
+                queries.append(obj.query(**opts).placed(fr))
             else:
                 queries.append(MeshSDF(v, f, frame=fr, **opts))
 

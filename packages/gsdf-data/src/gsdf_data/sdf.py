@@ -2,12 +2,13 @@
 
 Owns the SDF backends:
 
-- ``"open3d"`` (the default behind ``"auto"``; the name is historical): exact unsigned
-  distance from our own BVH closest-point query (:mod:`gsdf_data.bvh`, float64; 1.5-2x
-  faster than fcpw and open3d's ``RaycastingScene`` on the sampler's queries, measured in
-  ``bench/bench_sdf.py``; ``distance_engine="open3d"`` uses the latter), and a sign that
-  stays right on open, non-watertight meshes. Queries run in Morton (Z-curve) order, where
-  neighbouring queries share their closest triangles. Sign methods (``sign=``), measured in
+- ``"ours"`` (the default behind ``"auto"``; called ``"open3d"`` before, a name still
+  accepted with a warning): exact unsigned distance from our own BVH closest-point query
+  (:mod:`gsdf_data.bvh`, float64; 1.5-2x faster than fcpw and open3d's ``RaycastingScene``
+  on the sampler's queries, measured in ``bench/bench_sdf.py``, which holds the open3d
+  distance engine it is compared with), and a sign that stays right on open,
+  non-watertight meshes. Queries run in Morton (Z-curve) order, where neighbouring queries
+  share their closest triangles. Sign methods (``sign=``), measured in
   ``bench/bench_sdf.py``:
 
   * ``"vote"`` (default): ray-parity inside test (open3d ray casting) over several fixed
@@ -37,24 +38,41 @@ Owns the SDF backends:
   comparison only (``pip install gsdf-data[compare]``).
 
 Brute-force references for tests and benchmarks: :func:`brute_force_distance` and
-:func:`winding_number`.
+:func:`brute_force_winding_number`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-from collections import OrderedDict
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gsdf_data.bvh import BVH, argsort_keys, morton_keys
 
-BACKENDS = ("auto", "open3d", "mesh-to-sdf")
+BACKENDS = ("auto", "ours", "mesh-to-sdf")
+# old names, still accepted (with a warning) so that old configurations and commands run
+BACKEND_ALIASES = {"open3d": "ours"}
 SIGN_METHODS = ("vote", "parity", "pseudonormal", "winding")
-DISTANCE_ENGINES = ("bvh", "open3d")
 DEFAULT_RAYS = 9
+
+
+def backend_name(name: str, stacklevel: int = 2) -> str:
+    """The current name of the SDF backend ``name``: a deprecated alias is mapped to its
+    backend, with a one-line FutureWarning (``stacklevel`` as for the caller's own
+    ``warnings.warn``). Raises ValueError for an unknown name."""
+    if name in BACKEND_ALIASES:
+        new = BACKEND_ALIASES[name]
+        warnings.warn(
+            f"SDF backend {name!r} is a deprecated name of {new!r} (the same code)",
+            FutureWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return new
+    if name not in BACKENDS:
+        raise ValueError(f"unknown SDF backend {name!r}; expected one of {BACKENDS}")
+    return name
 
 
 def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +84,7 @@ def _as_arrays(mesh) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64)
 
 
-def spatial_order(points: np.ndarray) -> np.ndarray:
+def morton_order(points: np.ndarray) -> np.ndarray:
     """Permutation that sorts points along a Morton (Z-order) curve of a 1024³ grid over their
     bounding box. Queries in this order reuse the BVH nodes of the previous query."""
     p = np.asarray(points, dtype=np.float64)
@@ -218,15 +236,13 @@ class MeshSDF:
         verts: (V,3) vertices. faces: (F,3) vertex indices.
         sign: one of ``SIGN_METHODS``. n_rays: odd number of rays for ``"vote"``.
         nthreads: open3d threads (0 = all cores; use 1 inside worker processes).
-        distance_engine: ``"bvh"`` (default: :mod:`gsdf_data.bvh`, one thread) or
-            ``"open3d"`` (float32).
         frame: optional (4,4) map from the mesh's own frame to the frame of ``verts``, a
             rotation times a uniform scale plus a translation (e.g. an object's model frame,
             where it is axis-aligned). The BVHs are built in that frame, where their boxes fit
             a model tightly (rotated objects: 1.4-3x faster queries), queries are mapped into it and
             distances scaled back: the answers do not change.
         local: ``verts`` are already in the mesh's own frame (``frame`` places them); see
-            :meth:`placed` and :class:`PlacedSDFs`.
+            :meth:`placed` and :class:`gsdf_data.object_cache.ObjectModel`.
     """
 
     verts: np.ndarray
@@ -234,7 +250,6 @@ class MeshSDF:
     sign: str = "vote"
     n_rays: int = DEFAULT_RAYS
     nthreads: int = 1
-    distance_engine: str = "bvh"
     frame: np.ndarray | None = None
     local: bool = False
     _scene: object = field(default=None, repr=False)
@@ -246,11 +261,6 @@ class MeshSDF:
             raise ValueError(f"unknown sign method {self.sign!r}; expected one of {SIGN_METHODS}")
         if self.n_rays < 1 or self.n_rays % 2 == 0:
             raise ValueError(f"n_rays must be odd and positive, got {self.n_rays}")
-        if self.distance_engine not in DISTANCE_ENGINES:
-            raise ValueError(
-                f"unknown distance engine {self.distance_engine!r}; expected one of "
-                f"{DISTANCE_ENGINES}"
-            )
         self.verts = np.asarray(self.verts, dtype=np.float64)
         self.faces = np.asarray(self.faces, dtype=np.int64)
         if len(self.faces) == 0:
@@ -275,13 +285,10 @@ class MeshSDF:
             self.sign == "vote" and closed and self._layers is None
         )
         # open: the pseudo-normal still votes, beside the first ray (see _parity_vote)
-        self._pn_votes = self.sign == "vote" and not closed and self.distance_engine == "bvh"
-        self._bvh = None
-        if self.distance_engine == "bvh" or self._pn:
-            signs = self._pn or self._pn_votes
-            self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=signs)
+        self._pn_votes = self.sign == "vote" and not closed
+        self._bvh = BVH.build(self._v, self.faces, pseudonormal_sign=self._pn or self._pn_votes)
         self._scene = None
-        if self.distance_engine == "open3d" or not (self._pn or self._layers):
+        if not (self._pn or self._layers):
             self._scene = o3d.t.geometry.RaycastingScene()
             self._scene.add_triangles(
                 o3d.core.Tensor(self._v.astype(np.float32)),
@@ -316,7 +323,7 @@ class MeshSDF:
     def distance(self, points: np.ndarray) -> np.ndarray:
         """Exact unsigned distance. points: (N,3) -> (N,) float64.
 
-        Answers in the given order; pass points in :func:`spatial_order` for speed."""
+        Answers in the given order; pass points in :func:`morton_order` for speed."""
         return self._distance(self._local(points)) * self._scale
 
     def inside(self, points: np.ndarray) -> np.ndarray:
@@ -326,29 +333,30 @@ class MeshSDF:
     def signed_distance(self, points: np.ndarray, ordered: bool = False) -> np.ndarray:
         """Signed distance, negative inside. points: (N,3) -> (N,) float64.
 
-        ordered: the points are already in :func:`spatial_order` (skips sorting them)."""
+        ordered: the points are already in :func:`morton_order` (skips sorting them)."""
         points = np.asarray(points, dtype=np.float64)
         if ordered:
             q = self._local(points)
-            if self.distance_engine == "bvh":
-                d, _, pn, sure = self._bvh.query(q)
-            else:
-                d, pn, sure = self._distance(q), None, None
+            d, pn, sure = self._query(q)
             inside = self._inside(q, pn, sure)
             d = d * self._scale
             return np.where(inside, -d, d)
-        order = spatial_order(points)
+        order = morton_order(points)
         out = np.empty(len(points))
         out[order] = self.signed_distance(points[order], ordered=True)
         return out
 
+    def _query(self, q: np.ndarray):
+        """Distances (N,) of points q (N,3) in the mesh's own frame, with the pseudo-normal
+        sides of their closest features and whether each side is sure (see :meth:`_inside`;
+        None, None: not computed)."""
+        d, _, pn, sure = self._bvh.query(q)
+        return d, pn, sure
+
     def _distance(self, q: np.ndarray) -> np.ndarray:
         if len(q) == 0:
             return np.zeros(0)
-        if self.distance_engine == "bvh":
-            return self._bvh.query(q)[0]
-        d = self._scene.compute_distance(self._t(q), nthreads=self.nthreads)
-        return d.numpy().astype(np.float64)
+        return self._bvh.query(q)[0]
 
     def _inside(self, points: np.ndarray, pn=None, sure=None) -> np.ndarray:
         """pn, sure: the BVH's pseudo-normal sides of the points and whether each is sure
@@ -360,7 +368,7 @@ class MeshSDF:
         if self._layers is not None:
             return self._layer_inside(points)
         if self.sign == "winding":
-            return winding_number(self._v, self.faces, points) > 0.5
+            return brute_force_winding_number(self._v, self.faces, points) > 0.5
         out = np.zeros(len(points), dtype=bool)
         # Outside the bounding box is outside for every method but the winding number of an
         # open mesh; skipping those points saves most rays for the far, uniform samples.
@@ -434,38 +442,6 @@ class MeshSDF:
         return inside
 
 
-class PlacedSDFs:
-    """The :class:`MeshSDF` of the last few meshes given in their own frame, built once and
-    placed per call: an ObMan object is grasped ~30 times, a DexYCB one ~1,500 times, and its
-    BVH and ray scene (~20 ms for 16k faces) are the same every time. Keyed by the exact
-    bytes of the vertices and faces and the options, so a hit gives the same answers as a
-    fresh build."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self._entries: OrderedDict[bytes, MeshSDF] = OrderedDict()
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def get(self, verts, faces, frame, **kwargs) -> MeshSDF:
-        """verts (V,3) in the mesh's own frame, faces (F,3); frame: own -> query frame."""
-        v = np.ascontiguousarray(verts, dtype=np.float64)
-        f = np.ascontiguousarray(faces, dtype=np.int64)
-        h = hashlib.blake2b(v.tobytes(), digest_size=16)
-        h.update(f.tobytes())
-        h.update(repr(sorted(kwargs.items())).encode())
-        key = h.digest()
-        sdf = self._entries.get(key)
-        if sdf is None:
-            sdf = MeshSDF(v, f, local=True, **kwargs)
-            self._entries[key] = sdf
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(key)
-        return sdf.placed(frame)
-
-
 def signed_distance(
     mesh,
     points: np.ndarray,
@@ -479,8 +455,8 @@ def signed_distance(
     Args:
         mesh: a ``trimesh.Trimesh`` or a ``(verts (V,3), faces (F,3))`` pair.
         points: (N,3) query points in the mesh's frame.
-        backend: ``"auto"`` (= ``"open3d"``), ``"open3d"`` or ``"mesh-to-sdf"``.
-        sign: sign method of the open3d backend, see the module docstring.
+        backend: ``"auto"`` (= ``"ours"``), ``"ours"`` or ``"mesh-to-sdf"``.
+        sign: sign method of our backend, see the module docstring.
         n_rays: rays for ``sign="vote"`` (odd).
         nthreads: open3d threads (0 = all cores).
 
@@ -488,7 +464,8 @@ def signed_distance(
         (N,) float64 signed distances.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    if backend in ("auto", "open3d"):
+    backend = backend_name(backend, stacklevel=3)
+    if backend in ("auto", "ours"):
         return MeshSDF.from_mesh(mesh, sign=sign, n_rays=n_rays, nthreads=nthreads).signed_distance(
             points
         )
@@ -548,7 +525,7 @@ def brute_force_distance(verts, faces, points, chunk: int = 2_000_000) -> np.nda
     return out
 
 
-def winding_number(verts, faces, points, chunk: int = 4_000_000) -> np.ndarray:
+def brute_force_winding_number(verts, faces, points, chunk: int = 4_000_000) -> np.ndarray:
     """Generalized winding number (exact sum of solid angles / 4π), float64.
 
     verts (V,3), faces (F,3), points (N,3) -> (N,): 1 inside and 0 outside a closed,

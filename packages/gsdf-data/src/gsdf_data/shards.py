@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gsdf_data.files import TEMP_GLOB, atomic_write, atomic_write_text
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.h5"
@@ -148,14 +150,6 @@ def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 _ENCODED = "_encoded_for"
 
 
@@ -253,11 +247,18 @@ class ShardWriter:
 
     def close(self) -> dict:
         """Write the shard (temporary name, then rename). Returns its manifest entry."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ss = self._samples
+        n = len(ss)
+        with atomic_write(self.path) as tmp:
+            digest, size = self._write(tmp, ss)
+        self._samples = []
+        return {"file": self.path.name, "n_samples": n, "sha256": digest, "bytes": size}
+
+    def _write(self, tmp: Path, ss: list[dict]) -> tuple[str, int]:
+        """Write the samples ``ss`` to the file ``tmp``; its (sha256, size)."""
         import h5py
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        ss = self._samples
         n = len(ss)
         str_dt = h5py.string_dtype()
         with h5py.File(tmp, "w", libver="latest") as f:
@@ -299,11 +300,7 @@ class ShardWriter:
                     shuffle=bool(len(flat)),
                 )
                 f.create_dataset(k + "_ptr", data=ptr)
-        digest = file_sha256(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, self.path)
-        self._samples = []
-        return {"file": self.path.name, "n_samples": n, "sha256": digest, "bytes": size}
+        return file_sha256(tmp), tmp.stat().st_size
 
 
 @dataclass
@@ -795,7 +792,7 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
     for p in sorted(root.glob(SHARD_GLOB)):
         if p.name not in listed:
             problems.append(f"{p.name}: not in {MANIFEST}")
-    for p in sorted(root.glob(".*.tmp-*")):
+    for p in sorted(root.glob(TEMP_GLOB)):
         problems.append(f"{p.name}: temporary file of an interrupted run")
     ids: dict[str, str] = {}
     total = 0

@@ -58,8 +58,9 @@ class AlignResult:
         return points * self.scale + self.translation
 
 
-def spatial_order(points: np.ndarray, cells: int = 64) -> np.ndarray:
-    """Permutation (N,) grouping points (N, 3) by cell of a cells³ grid over their bounds."""
+def grid_cell_order(points: np.ndarray, cells: int = 64) -> np.ndarray:
+    """Permutation (N,) grouping points (N, 3) by cell of a cells³ grid over their bounds, cells
+    in row-major order (for KD-tree queries; gsdf-data's SDF queries use a Morton order)."""
     lo, span = points.min(axis=0), np.ptp(points, axis=0).max()
     ijk = ((points - lo) * ((cells - 1e-9) / (span if span > 0 else 1.0))).astype(np.int64)
     return np.argsort((ijk[:, 0] * cells + ijk[:, 1]) * cells + ijk[:, 2], kind="stable")
@@ -77,7 +78,7 @@ def sample_surface(mesh, n: int, rng: np.random.Generator, sets: int = 1):
     points, _ = trimesh.sample.sample_surface(mesh, n * sets, seed=rng)
     points = np.asarray(points, dtype=np.float64)
     # the draws are independent, so consecutive blocks are independent sets
-    out = [p[spatial_order(p)] for p in np.split(points, sets)]
+    out = [p[grid_cell_order(p)] for p in np.split(points, sets)]
     return out[0] if sets == 1 else out
 
 

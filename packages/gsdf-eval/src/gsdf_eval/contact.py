@@ -38,8 +38,9 @@ def _mesh(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Generalised winding numbers (Q,) of points (Q, 3) w.r.t. a mesh (V, 3), (F, 3)."""
+def fast_winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Generalised winding numbers (Q,) of points (Q, 3) w.r.t. a mesh (V, 3), (F, 3), by
+    libigl's fast (hierarchical, approximate) evaluation; see :func:`exact_winding_number`."""
     import igl
 
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
@@ -84,13 +85,13 @@ def contact_metrics(hand, obj, voxel: float = 0.005) -> dict:
     # one object query for the hand vertices and the voxel centres: libigl builds its tree
     # per call, and that costs as much as the queries
     voxels = voxel_centres(np.maximum(hv.min(0), lo), np.minimum(hv.max(0), hi), voxel)
-    w = winding_number(ov, of, np.concatenate([hv[cand], voxels]))
+    w = fast_winding_number(ov, of, np.concatenate([hv[cand], voxels]))
     inside = cand[w[: len(cand)] > 0.5]
     if len(inside) == 0:
         return none
     depth = float(surface_distance(ov, of, hv[inside]).max())
     voxels = voxels[w[len(cand) :] > 0.5]
-    voxels = voxels[winding_number(hv, hf, voxels) > 0.5]
+    voxels = voxels[fast_winding_number(hv, hf, voxels) > 0.5]
     return {
         "penetration_cm": depth * 100.0,
         "intersection_cm3": len(voxels) * voxel**3 * 1e6,
@@ -132,7 +133,7 @@ def exact_winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.nda
 def _winding_abs(vertices, faces, points) -> tuple[np.ndarray, np.ndarray]:
     """(|w| (Q,), exact (Q,) bool): libigl's fast winding numbers, exact where the sign is
     in doubt."""
-    w = np.abs(winding_number(vertices, faces, points))
+    w = np.abs(fast_winding_number(vertices, faces, points))
     exact = np.abs(w - 0.5) < FAST_WN_TOLERANCE
     if exact.any():
         w[exact] = np.abs(exact_winding_number(vertices, faces, points[exact]))

@@ -289,9 +289,16 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write to a temporary name beside `path`, then rename over it: the scheme of
+    `gsdf_data.files` (`.<name>.tmp-<pid><suffix>`), copied so that gsdf-eval depends on
+    no other package of the project."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _csv_text(rows: list[dict]) -> str:

@@ -79,12 +79,9 @@ def render_overlay(image: np.ndarray, pred: Prediction, height: int = 384) -> np
 
 def write_overlay(path, image: np.ndarray, pred: Prediction, height: int = 384) -> None:
     """Render the overlay to a PNG at `path` (written to a temporary name, then renamed)."""
-    import os
-    from pathlib import Path
-
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    Image.fromarray(render_overlay(image, pred, height)).save(tmp)
-    os.replace(tmp, path)
+    from gsdf_data.files import atomic_write
+
+    with atomic_write(path) as tmp:
+        Image.fromarray(render_overlay(image, pred, height)).save(tmp)

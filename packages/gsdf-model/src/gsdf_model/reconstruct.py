@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gsdf_data import config_io
+from gsdf_data.files import atomic_write_bytes
 from gsdf_model.data import GSDFDataset, fetch_sample, open_shards, to_device
 from gsdf_model.kinematics import hand_model_id
 from gsdf_model.meshing import (  # noqa: F401  (re-exported: the reconstruction API)
@@ -59,12 +60,6 @@ def file_stem(sample_id: str) -> str:
     return str(sample_id).replace("/", "_").replace("\\", "_").replace(os.sep, "_")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     """Binary PLY of a triangle mesh. verts: (V, 3) float, faces: (F, 3) int."""
     import trimesh
@@ -72,7 +67,7 @@ def write_mesh(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     mesh = trimesh.Trimesh(
         np.asarray(verts, np.float64), np.asarray(faces, np.int64), process=False
     )
-    _write_atomic(path, mesh.export(file_type="ply"))
+    atomic_write_bytes(path, mesh.export(file_type="ply"))
 
 
 def write_sample(
@@ -93,7 +88,7 @@ def write_sample(
         "joints": np.asarray(joints, np.float64).reshape(21, 3).tolist(),
         "obj_center": np.asarray(obj_center, np.float64).reshape(3).tolist(),
     } | (extra or {})
-    _write_atomic(out_dir / f"{stem}.json", (json.dumps(record) + "\n").encode())
+    atomic_write_bytes(out_dir / f"{stem}.json", (json.dumps(record) + "\n").encode())
 
 
 # ---------------------------------------------------------------------- inputs and records
@@ -176,7 +171,7 @@ def _claim_out_dir(out: Path, run: dict[str, Any], overwrite: bool) -> None:
                 f"{str(out)!r} holds {foreign} samples that no run record vouches for; "
                 "pass --overwrite to redo them, or another --out"
             )
-    _write_atomic(path, (json.dumps(run, sort_keys=True, indent=1) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(run, sort_keys=True, indent=1) + "\n").encode())
 
 
 def _done(out_dir: Path, sample_id: str, run: dict[str, Any]) -> bool:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gsdf_data.files import atomic_write
+
 CHECKPOINT_FORMAT = "gsdf-checkpoint/1"
 
 
@@ -180,9 +182,8 @@ def resolve_split(data: str | Path, split: str) -> Path:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary name beside `path`, then rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -7,6 +7,8 @@ kept samples and the dropped ones by reason.
 
 import click
 
+from gsdf_data.cli.options import sdf_backend_option
+
 
 def _common(f):
     """Options every prepare subcommand shares (applied bottom-up)."""
@@ -24,12 +26,7 @@ def _common(f):
         click.option(
             "--limit", type=click.IntRange(min=1), default=None, help="Only the first N samples."
         ),
-        click.option(
-            "--sdf-backend",
-            type=click.Choice(["auto", "open3d", "mesh-to-sdf"]),
-            default="auto",
-            show_default=True,
-        ),
+        sdf_backend_option(),
         click.option(
             "--filter/--no-filter",
             "use_filter",

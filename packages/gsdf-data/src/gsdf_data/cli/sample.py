@@ -2,6 +2,8 @@
 
 import click
 
+from gsdf_data.cli.options import sdf_backend_option
+
 
 @click.command("sample")
 @click.argument("mesh", type=click.Path(dir_okay=False))
@@ -15,18 +17,13 @@ import click
     help="Points to sample.",
 )
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
-@click.option(
-    "--sdf-backend",
-    type=click.Choice(["auto", "open3d", "mesh-to-sdf"]),
-    default="auto",
-    show_default=True,
-)
+@sdf_backend_option()
 @click.option(
     "--sign",
     type=click.Choice(["vote", "parity", "pseudonormal", "winding"]),
     default="vote",
     show_default=True,
-    help="Inside test of the open3d backend.",
+    help="Inside test of our backend.",
 )
 @click.option(
     "--min-per-side",
@@ -80,8 +77,9 @@ def sample(mesh, object_mesh, n_points, out, sdf_backend, sign, min_per_side, se
         arrays["sdf"] = sdf[:, 0].astype(np.float32)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out)
+    from gsdf_data.files import atomic_write
+
+    with atomic_write(out) as tmp:
+        np.savez_compressed(tmp, **arrays)
     inside = ", ".join(f"{int(c[0])} inside / {int(c[1])} outside" for c in s.counts)
     click.echo(f"{len(s.points)} points ({inside}) -> {out}")

@@ -119,14 +119,13 @@ def make_pair(
     obj_pose: np.ndarray,
     seq_id: str,
     frame_idx: int,
-    obj_filtered=None,
+    obj=None,
     obj_frame: np.ndarray | None = None,
-    obj_model: np.ndarray | None = None,
 ):
     """The `gsdf_data.prepare.Pair` for one sample; all arrays in the camera frame (OpenCV
     axes, metres): hand (V,3)/(F,3), object (V',3)/(F',3), joints (21,3), hand_rotmats
     (16,3,3), obj_center (3,), obj_pose (4,4); image: encoded JPEG/PNG bytes; K (3,3);
-    obj_filtered, obj_frame, obj_model: see `Pair`."""
+    obj (the `ObjectModel`), obj_frame: see `Pair`."""
     import trimesh
 
     from gsdf_data.prepare import Pair
@@ -143,28 +142,25 @@ def make_pair(
         obj_pose=np.asarray(obj_pose, np.float32),
         seq_id=seq_id,
         frame_idx=int(frame_idx),
-        obj_filtered=obj_filtered,
+        obj=obj,
         obj_frame=None if obj_frame is None else np.asarray(obj_frame, np.float64),
-        obj_model=None if obj_model is None else np.asarray(obj_model, np.float64),
     )
 
 
 def load_object(path: str, objects=None):
-    """(verts (V,3), faces (F,3), the filter configuration it passed or None) of the object
-    mesh file `path`, through the `ObjectCache` `objects` when given. Raises SampleError with
-    the reason (unreadable mesh, filter reject)."""
-    from gsdf_data.meshes import MeshError, load_mesh
+    """The `ObjectModel` of the object mesh file `path` (in its own frame), through the
+    `ObjectCache` `objects` when given (which also applies its double-sided filter). Raises
+    SampleError with the reason (unreadable mesh, filter reject)."""
+    from gsdf_data.meshes import MeshError
+    from gsdf_data.object_cache import read_object
 
     try:
-        if objects is None:
-            mesh = load_mesh(path)
-            return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), None
-        obj = objects.load(path)
+        obj = read_object(path) if objects is None else objects.load(path)
     except MeshError as e:
         raise SampleError(f"object mesh: {e}") from e
     if obj.reject:
         raise SampleError(f"double-sided filter: {obj.reject}")
-    return obj.verts, obj.faces, objects.filter
+    return obj
 
 
 def reason_key(reason: str) -> str:
@@ -202,8 +198,8 @@ def run_prepare(
     import json
     from pathlib import Path
 
+    from gsdf_data.files import atomic_write_text
     from gsdf_data.prepare import prepare_pairs
-    from gsdf_data.shards import atomic_write_text
 
     report = prepare_pairs(
         tasks,

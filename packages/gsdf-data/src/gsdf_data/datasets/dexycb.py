@@ -171,7 +171,8 @@ class DexYCBTask:
         img = cv2.imread(str(d / f"color_{self.frame:06d}.jpg"), cv2.IMREAD_COLOR)
         if img is None:
             raise SampleError("missing colour image")
-        rest, obj_faces, filtered = load_object(self.obj_file, self.objects)
+        obj = load_object(self.obj_file, self.objects)
+        rest = obj.verts
         hand = self.hand.load()
         with torch.no_grad():
             out = hand(
@@ -210,7 +211,7 @@ class DexYCBTask:
             hand_verts=hand_verts,
             hand_faces=hand_faces(hand),
             obj_verts=obj_verts,
-            obj_faces=obj_faces,
+            obj_faces=obj.faces,
             image=enc.tobytes(),
             K=A @ K,
             joints=joints,
@@ -219,9 +220,8 @@ class DexYCBTask:
             obj_pose=pose,
             seq_id=self.seq_id,
             frame_idx=self.frame,
-            obj_filtered=filtered,
+            obj=obj,
             obj_frame=np.vstack([np.hstack([R, t[:, None]]), [0.0, 0.0, 0.0, 1.0]]),
-            obj_model=rest,
         )
 
 

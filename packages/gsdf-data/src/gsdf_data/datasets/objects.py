@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gsdf_data.files import atomic_write_text
+
 PROCEDURAL = ("box", "cylinder", "sphere", "bottle", "mug")
 PYBULLET_NAMED = {
     "duck": "duck.obj",
@@ -219,9 +221,7 @@ def write_shapenet_model(instance: ObjectInstance, shapenet_root: Path) -> tuple
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         verts = (np.asarray(mesh.vertices) - mesh.bounds.mean(axis=0)) / scale
-        tmp = path.with_suffix(".obj.tmp")
-        tmp.write_text(obj_text(verts, np.asarray(mesh.faces)))
-        tmp.replace(path)
+        atomic_write_text(path, obj_text(verts, np.asarray(mesh.faces)))
     return path, scale
 
 

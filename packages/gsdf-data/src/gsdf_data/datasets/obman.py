@@ -158,9 +158,9 @@ class ObManTask:
                 "hand model the data was made with (--mano)"
             )
         joints = to_camera(meta["coords_3d"])
-        rest, obj_faces, filtered = load_object(object_path(meta, self.shapenet_root), self.objects)
+        obj = load_object(object_path(meta, self.shapenet_root), self.objects)
         full, pose, centre = object_transform(meta)
-        obj_verts = rest @ full[:3, :3].T + full[:3, 3]
+        obj_verts = obj.verts @ full[:3, :3].T + full[:3, 3]
         try:
             image = Path(self.rgb_path).read_bytes()
         except OSError as e:
@@ -171,7 +171,7 @@ class ObManTask:
             hand_verts=verts,
             hand_faces=faces,
             obj_verts=obj_verts,
-            obj_faces=obj_faces,
+            obj_faces=obj.faces,
             image=image,
             K=OBMAN_K,
             joints=joints,
@@ -180,9 +180,8 @@ class ObManTask:
             obj_pose=pose,
             seq_id=seq_id,
             frame_idx=int(meta.get("frame_idx", 0)),
-            obj_filtered=filtered,
+            obj=obj,
             obj_frame=full,
-            obj_model=rest,
         )
 
 

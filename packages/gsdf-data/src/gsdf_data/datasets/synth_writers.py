@@ -15,6 +15,7 @@ from gsdf_data.datasets.common import CAM_FLIP, make_pair
 from gsdf_data.datasets.objects import write_shapenet_model
 from gsdf_data.datasets.obman import OBMAN_K, encode_depth
 from gsdf_data.datasets.synth import Sequence, SynthConfig, cached_sequence
+from gsdf_data.files import atomic_write_bytes
 
 # ----------------------------------------------------------------------------- files
 
@@ -36,14 +37,6 @@ def sample_name(config: SynthConfig, seq: int, frame: int) -> str:
     return f"{seq * config.seq_len + frame:08d}"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_sequence(config: SynthConfig, index: int, out: Path) -> dict:
     """Render sequence `index` and write its frames in the ObMan layout under `out`
     (`<split>/{rgb,depth,segm,meta}`, objects under `shapenet/`). Returns its statistics."""
@@ -60,10 +53,10 @@ def write_sequence(config: SynthConfig, index: int, out: Path) -> dict:
     flip4[:3, :3] = CAM_FLIP
     for k, fr in enumerate(seq.frames):
         name = sample_name(config, index, k)
-        _atomic_write(base / "rgb" / f"{name}.jpg", encode_jpeg(fr.rgb))
+        atomic_write_bytes(base / "rgb" / f"{name}.jpg", encode_jpeg(fr.rgb))
         layers = [encode_depth(d) for d in (fr.depth, fr.hand_depth, fr.obj_depth)]
         png = np.stack([lay[0] for lay in layers], axis=-1)
-        _atomic_write(base / "depth" / f"{name}.png", cv2.imencode(".png", png)[1].tobytes())
+        atomic_write_bytes(base / "depth" / f"{name}.png", cv2.imencode(".png", png)[1].tobytes())
         # segmentation as ObMan: 22 right hand, 100 object, on the visible surface
         vis_hand = (fr.hand_depth > 0) & (np.abs(fr.hand_depth - fr.depth) < 1e-4)
         vis_obj = (fr.obj_depth > 0) & (np.abs(fr.obj_depth - fr.depth) < 1e-4) & ~vis_hand
@@ -72,7 +65,7 @@ def write_sequence(config: SynthConfig, index: int, out: Path) -> dict:
         segm = np.stack(
             [seg, np.where(fr.hand_depth > 0, 22, 0), np.where(fr.obj_depth > 0, 100, 0)], -1
         )
-        _atomic_write(
+        atomic_write_bytes(
             base / "segm" / f"{name}.png", cv2.imencode(".png", segm.astype(np.uint8))[1].tobytes()
         )
         affine = np.eye(4)
@@ -108,7 +101,7 @@ def write_sequence(config: SynthConfig, index: int, out: Path) -> dict:
             "hand_model": "mano" if config.mano else "procedural",
             **{f"grasp_{key}": val for key, val in seq.grasp.stats.items()},
         }
-        _atomic_write(base / "meta" / f"{name}.pkl", pickle.dumps(meta, protocol=2))
+        atomic_write_bytes(base / "meta" / f"{name}.pkl", pickle.dumps(meta, protocol=2))
     return sequence_stats(config, seq)
 
 
@@ -141,7 +134,9 @@ class SynthTask:
         fr = s.frames[self.frame]
         if self.stats_dir is not None and self.frame == 0:
             stats = sequence_stats(self.config, s)
-            _atomic_write(Path(self.stats_dir) / f"{self.seq:06d}.json", json.dumps(stats).encode())
+            atomic_write_bytes(
+                Path(self.stats_dir) / f"{self.seq:06d}.json", json.dumps(stats).encode()
+            )
         return make_pair(
             sample_id=self.sample_id,
             hand_verts=fr.hand_verts,

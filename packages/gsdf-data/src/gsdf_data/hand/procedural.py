@@ -285,9 +285,10 @@ def main() -> None:
     """Regenerate the packaged asset."""
     data = generate()
     ASSET.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ASSET.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **data)
-    tmp.replace(ASSET)
+    from gsdf_data.files import atomic_write
+
+    with atomic_write(ASSET) as tmp:
+        np.savez_compressed(tmp, **data)
     print(f"{ASSET.name}: {len(data['vertices'])} vertices, {len(data['faces'])} faces")
 
 

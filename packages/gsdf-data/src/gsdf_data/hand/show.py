@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gsdf_data.files import atomic_write
 from gsdf_data.hand.base import HandModel
 from gsdf_data.hand.kinematics import KEYPOINT_PARENTS
 
@@ -121,7 +122,6 @@ def save_picture(hand: HandModel, pose: str, out, seed: int = 0, size: int = 480
         ]
     )
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), img[..., ::-1]):
-        raise OSError(f"OpenCV could not write {tmp}")
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        if not cv2.imwrite(str(tmp), img[..., ::-1]):
+            raise OSError(f"OpenCV could not write {tmp}")
