@@ -306,7 +306,7 @@ def test_missing_object_is_retried_after_it_is_restored(obman, tmp_path):
     assert ShardSet(tmp_path / "o").sample_ids() == ["00000003", "00000017", "00001005"]
 
 
-def test_unreadable_or_hostile_meta_file_is_one_badtiny_sample(obman, tmp_path):
+def test_unreadable_or_hostile_meta_file_is_one_bad_sample(obman, tmp_path):
     root = tmp_path / "obman"
     shutil.copytree(obman["root"], root)
     marker = tmp_path / "ran"
