@@ -62,3 +62,9 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job end to end on the embedded default (see README)."""
     session.run(PY, "tools/demo.py", *session.posargs, env=ENV)
+
+
+@nox.session
+def experiment(session: nox.Session) -> None:
+    """The generalisation and ablation study (tools/experiment.py; `-- --scale smoke`)."""
+    session.run(PY, "tools/experiment.py", *session.posargs, env=ENV)

@@ -223,7 +223,8 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 def render_seed_groups(runs: list[Run]) -> str:
     """A markdown table with one row per group of seeds: each cell `mean ± sd` of the runs'
-    values (sample standard deviation over seeds), * when any run of the group is partial."""
+    values (sample standard deviation over seeds; the value alone for one seed), * when any
+    run of the group is partial."""
     headers = ["Run", "seeds"] + [h for h, _, _ in COLUMNS]
     lines = [
         "| " + " | ".join(headers) + " |",
@@ -238,7 +239,8 @@ def render_seed_groups(runs: list[Run]) -> str:
                 continue
             mean, sd = _mean_sd([float(v) for v in values])
             star = "*" if any(_partial(m, key) for m in members) else ""
-            cells.append(f"{mean:.{dec}f} ± {sd:.{dec}f}{star}")
+            spread = f" ± {sd:.{dec}f}" if len(values) > 1 else ""  # one seed: no spread
+            cells.append(f"{mean:.{dec}f}{spread}{star}")
         lines.append("| " + " | ".join(cells) + " |")
     notes = footnotes(runs)
     notes.insert(1, "Each cell: mean ± sample standard deviation over the seeds of a row.")

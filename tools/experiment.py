@@ -1,0 +1,168 @@
+"""A study anyone can regenerate: does gSDF learn something that transfers, and do the
+paper's ablation trends hold? Full gSDF (K3, Ko3, V2) against one-factor ablations (K1, Ko1,
+V1) and a sphere baseline, each trained with several seeds, scored on frames whose objects
+and grasps never appear in training.
+
+    python tools/experiment.py --scale smoke --out experiment-out     # minutes: the path works
+    python tools/experiment.py --scale cpu --out experiment-out       # the study on a CPU
+    tools/nox -s experiment -- --scale smoke
+
+Splits are separate synthetic datasets drawn with different seeds (procedural objects: every
+object instance and grasp is new), so no test object or grasp is seen in training; settings
+are to be chosen on `val`, never on `test`. Every step writes its outputs and is skipped
+when they exist: re-running resumes (`--fresh` starts over). The tables go to
+OUT/results-val.md and OUT/results-test.md (mean ± sample sd over seeds), timings to
+OUT/experiment-summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Frames per split, the tiny-size schedule, and how reconstruction is scored."""
+
+    train: int
+    val: int
+    test: int
+    seq_len: int
+    pose_epochs: int
+    epochs: int
+    resolution: int
+    scored: int
+
+
+SCALES = {
+    # the whole path in a few minutes: numbers mean nothing
+    "smoke": Scale(train=16, val=4, test=4, seq_len=4, pose_epochs=2, epochs=2, resolution=24,
+                   scored=4),
+    # the study sized for about an hour on 2 CPU cores (4 variants x 2 seeds)
+    "cpu": Scale(train=128, val=12, test=24, seq_len=4, pose_epochs=30, epochs=30,
+                 resolution=48, scored=24),
+}  # fmt: skip
+VARIANTS = ("tiny-v2", "tiny-k1", "tiny-ko1", "tiny-v1")  # full gSDF first
+SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303}  # disjoint draws: unseen objects, grasps
+
+
+def _exe(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
+
+
+def run(argv: list, log: Path) -> None:
+    """Run one command, its output appended to `log`; a failure stops the study."""
+    argv = [_exe(str(argv[0])), *map(str, argv[1:])]
+    with log.open("a") as f:
+        f.write("$ " + " ".join(argv) + "\n")
+        f.flush()
+        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}; see {log}")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", default="experiment-out", help="output folder")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="smoke")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help="model presets")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes for data and scoring")
+    ap.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    args = ap.parse_args(argv)
+    scale = SCALES[args.scale]
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "experiment.log"
+    t0 = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def timed(key: str, argv: list) -> None:
+        t = time.perf_counter()
+        print(f"[{time.perf_counter() - t0:7.0f} s] {key}", flush=True)
+        run(argv, log)
+        times[key] = round(time.perf_counter() - t, 1)
+
+    # 1. data: one synthetic dataset per split, each from its own seed
+    shards = {}
+    for split, seed in SPLIT_SEEDS.items():
+        root = out / "data" / split
+        shards[split] = root / "shards" / "train"
+        if not (shards[split] / "manifest.json").exists():
+            timed(f"data {split}", ["gsdf-data", "synth", "--out", root,
+                                    "--samples", getattr(scale, split), "--seq-len", scale.seq_len,
+                                    "--seed", seed, "--test-fraction", 0, "--objects", "procedural",
+                                    "--shards", "--jobs", args.jobs])  # fmt: skip
+    # 2. ground truth and the sphere baseline of the scored splits
+    from gsdf_model.reconstruct import sphere_baseline
+
+    scored = {}
+    for split in ("val", "test"):
+        gt = out / "gt" / split
+        if not (gt / "done").exists():
+            timed(f"gt {split}", ["gsdf-train", "export-gt", "--data", shards[split],
+                                  "--split", ".", "--out", gt, "--limit", scale.scored])  # fmt: skip
+            (gt / "done").write_text("")
+        base = out / "pred" / split / "sphere"
+        if not (base / "done").exists():
+            sphere_baseline(shards["train"], shards[split], base, limit=scale.scored)
+            (base / "done").write_text("")
+        scored[split] = [("sphere", base)]
+    # 3. each variant with each seed: train, reconstruct, score
+    for seed in args.seeds:
+        for variant in args.variants:
+            name = f"{variant}-s{seed}"
+            ckpt = out / "runs" / name
+            if not (ckpt / "done").exists():
+                timed(f"train {name}", ["gsdf-train", "train", "--preset", variant,
+                                        "--data", shards["train"], "--out", ckpt,
+                                        "--epochs", scale.epochs, "--pose-epochs", scale.pose_epochs,
+                                        "--seed", seed])  # fmt: skip
+                (ckpt / "done").write_text("")
+            for split in ("val", "test"):
+                pred = out / "pred" / split / name
+                if not (pred / "done").exists():
+                    timed(f"reconstruct {split} {name}", [
+                        "gsdf-train", "reconstruct", ckpt / "last.pt", "--data", shards[split],
+                        "--split", ".", "--out", pred, "--resolution", scale.resolution,
+                        "--limit", scale.scored, "--jobs", args.jobs])  # fmt: skip
+                    (pred / "done").write_text("")
+                scored[split].append((name, pred))
+    # 4. scores and the tables (mean ± sd over seeds)
+    for split, runs in scored.items():
+        evals = []
+        for name, pred in runs:
+            ev = out / "eval" / split / name
+            if not (ev / "summary.json").exists():
+                timed(f"score {split} {name}", ["gsdf-eval", "run", pred, out / "gt" / split,
+                                                "--out", ev, "--name", name,
+                                                "--jobs", args.jobs])  # fmt: skip
+            evals.append(ev)
+        table = out / f"results-{split}.md"
+        with table.open("w") as f:
+            argv = [_exe("gsdf-eval"), "table", "--group-seeds", *map(str, evals)]
+            subprocess.run(argv, stdout=f, check=True)
+        print(f"\n{split} frames ({table}):\n{table.read_text()}", flush=True)
+    total = round(time.perf_counter() - t0, 1)
+    summary = {"scale": args.scale, **asdict(scale), "seeds": args.seeds,
+               "variants": args.variants, "split_seeds": SPLIT_SEEDS, "seconds": total,
+               "steps": times}  # fmt: skip
+    (out / "experiment-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"study finished in {total:.0f} s; everything is under {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
