@@ -24,9 +24,8 @@ from gsdf_data.hand.kinematics import (
     to_paper_order,
 )
 
-# Reflection that turns a right hand into a left one: x -> -x (MANO's left/right relation).
-MIRROR = np.diag([-1.0, 1.0, 1.0])
-# The same reflection on an axis-angle vector: (x, y, z) -> (x, -y, -z).
+# The reflection that turns a right hand into a left one (x -> -x, MANO's left/right
+# relation), on an axis-angle vector: (x, y, z) -> (x, -y, -z).
 MIRROR_AA = np.array([1.0, -1.0, -1.0])
 
 
