@@ -76,5 +76,5 @@ def test_specs():
 
 def test_paper_presets_start_from_imagenet():
     for name, entry in PRESETS.items():
-        assert entry.train.backbone_init == ("none" if name == "tiny" else "imagenet")
+        assert entry.train.backbone_init == ("none" if name.startswith("tiny") else "imagenet")
     assert get_train_preset("obman").backbone_init == "imagenet"
