@@ -57,36 +57,12 @@ def _up_to_date(result: Path, inputs: Path) -> bool:
 def render_reconstruction(
     shards: Path, pred: Path, gt: Path, png: Path, indices: tuple[int, ...] = (0,)
 ) -> Path:
-    """One row per sample: input image | ground truth | reconstruction (hand skin-coloured,
-    object blue, over the dimmed input). Written to `png`."""
-    import numpy as np
-    import trimesh
+    """One row per sample: input image | ground truth | reconstruction. Written to `png`."""
     from PIL import Image
 
-    from gsdf_data.render import Renderer
-    from gsdf_data.shards import ShardSet
-    from gsdf_model.reconstruct import file_stem
+    from gsdf_model.overlay import compare_folders
 
-    colours = {"hand": (0.85, 0.65, 0.55, 1.0), "obj": (0.35, 0.55, 0.85, 1.0)}
-    rows = []
-    with ShardSet(shards) as ss:
-        for i in indices:
-            s = ss.get(i, keys=("sample_id", "image", "K"))
-            stem = file_stem(s["sample_id"])
-            image = np.asarray(s["image"])
-            h, w = image.shape[:2]
-            panels = [image]
-            with Renderer(w, h, bg_color=(0.0, 0.0, 0.0)) as r:
-                for folder in (gt, pred):
-                    meshes = [
-                        (trimesh.load(folder / f"{stem}_{part}.ply", force="mesh"), rgba)
-                        for part, rgba in colours.items()
-                    ]
-                    rgb, depth = r.render(meshes, s["K"])
-                    mask = (depth > 0)[..., None]
-                    panels.append(np.where(mask, rgb, (image * 0.35).astype(np.uint8)))
-            rows.append(np.concatenate(panels, axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(png)
+    Image.fromarray(compare_folders(shards, indices, [gt, pred])).save(png)
     return png
 
 

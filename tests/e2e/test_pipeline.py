@@ -171,3 +171,29 @@ def test_resume_continues_from_saved_epoch(pipeline, tmp_path):
             assert torch.equal(v, stage1[k]), k
     moved = [k for k in after["model"] if k.startswith("hand_decoder.")]
     assert any(not torch.equal(after["model"][k], before["model"][k]) for k in moved)
+
+
+def test_comparison_picture_draws_each_folder_where_its_meshes_project(pipeline):
+    """compare_folders: input | GT | prediction per row; the rendered meshes (bright) fall
+    where the GT hand's vertices project, and an empty panel would be only the dimmed input."""
+    import trimesh
+
+    from gsdf_data.shards import ShardSet
+    from gsdf_model.overlay import compare_folders
+    from gsdf_model.reconstruct import file_stem
+
+    root, data = pipeline["root"], pipeline["data"]
+    img = compare_folders(data / "train", (0, 1), [root / "gt-train", root / "pred-train"])
+    with ShardSet(data / "train") as ss:
+        s = ss.get(0, keys=("sample_id", "image", "K"))
+    h, w = np.asarray(s["image"]).shape[:2]
+    assert img.shape == (2 * h, 3 * w, 3) and img.dtype == np.uint8
+    hand = trimesh.load(root / "gt-train" / f"{file_stem(s['sample_id'])}_hand.ply")
+    uv = hand.vertices @ np.asarray(s["K"], np.float64).T
+    u, v = np.round(uv[:, :2] / uv[:, 2:]).astype(int).T
+    keep = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    gt_panel = img[:h, w : 2 * w].astype(int)
+    dimmed = (np.asarray(s["image"]) * 0.35).astype(int)
+    changed = np.abs(gt_panel - dimmed).sum(-1) > 0
+    assert changed[v[keep], u[keep]].mean() > 0.9  # the hand is drawn where it projects
+    assert 0.02 < changed.mean() < 0.9

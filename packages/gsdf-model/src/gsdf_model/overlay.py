@@ -5,6 +5,10 @@ the hand (skin) and the object (blue) rendered through the image's own camera, a
 predicted joints as dots; a square side view of the same meshes, turned 90° about the vertical axis
 through their centre and seen through the crop's camera, so depth errors that the front
 view hides (a hand too far, an object behind the palm) show.
+
+`compare_folders` draws, for samples of a shard set, the input beside the meshes of several
+reconstruction folders (ground truth, methods) rendered over it: the demo's and the study's
+figures.
 """
 
 from __future__ import annotations
@@ -85,3 +89,35 @@ def write_overlay(path, image: np.ndarray, pred: Prediction, height: int = 384) 
 
     with atomic_write(path) as tmp:
         Image.fromarray(render_overlay(image, pred, height)).save(tmp)
+
+
+def compare_folders(shards, indices, folders) -> np.ndarray:
+    """One row per sample index of the shard set `shards`: the input image, then for each
+    folder (reconstruct / export-gt layout) its hand (skin) and object (blue) meshes rendered
+    through the sample's camera over the dimmed input. Returns the picture (uint8 RGB)."""
+    import trimesh
+
+    from gsdf_data.render import Renderer
+    from gsdf_data.shards import ShardSet
+    from gsdf_model.reconstruct import file_stem
+
+    colours = {"hand": (0.85, 0.65, 0.55, 1.0), "obj": OBJ_RGBA}
+    rows = []
+    with ShardSet(shards) as ss:
+        for i in indices:
+            s = ss.get(i, keys=("sample_id", "image", "K"))
+            stem = file_stem(s["sample_id"])
+            image = np.asarray(s["image"])
+            h, w = image.shape[:2]
+            panels = [image]
+            with Renderer(w, h, bg_color=(0.0, 0.0, 0.0)) as r:
+                for folder in folders:
+                    meshes = [
+                        (trimesh.load(folder / f"{stem}_{part}.ply", force="mesh"), rgba)
+                        for part, rgba in colours.items()
+                    ]
+                    rgb, depth = r.render(meshes, s["K"])
+                    mask = (depth > 0)[..., None]
+                    panels.append(np.where(mask, rgb, (image * 0.35).astype(np.uint8)))
+            rows.append(np.concatenate(panels, axis=1))
+    return np.concatenate(rows, axis=0)
