@@ -69,6 +69,43 @@ def run(argv: list, log: Path) -> None:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}; see {log}")
 
 
+def figures(out: Path, shards: Path, runs: list, variants: list, seed: int, n: int) -> None:
+    """OUT/figure-test.png: input | ground truth | each variant (seed `seed`) on three test
+    frames; OUT/metrics-test.png: CDh, CDo and Eh per method, mean and sd over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from gsdf_eval.table import load_run, seed_groups
+    from gsdf_model.overlay import compare_folders
+
+    folders = [out / "gt" / "test"] + [out / "pred" / "test" / f"{v}-s{seed}" for v in variants]
+    picture = compare_folders(shards, tuple(range(min(3, n))), folders)
+    Image.fromarray(picture).save(out / "figure-test.png")
+    groups = seed_groups([load_run(out / "eval" / "test" / name) for name, _ in runs])
+    keys = (
+        ("CDh (cm²)", "hand_cd_cm2"),
+        ("CDo (cm²)", "obj_cd_cm2"),
+        ("Eh (cm)", "hand_joint_err_cm"),
+    )
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, (title, key) in zip(axes, keys, strict=True):
+        for i, (name, members) in enumerate(groups):
+            values = [m.summary["metrics"][key]["value"] for m in members]
+            mean = sum(values) / len(values)
+            ax.bar(i, mean, color="0.6" if name == "sphere" else "C0")
+            ax.plot([i] * len(values), values, "k.", ms=5)  # one dot per seed
+        ax.set_xticks(range(len(groups)), [g for g, _ in groups], rotation=30, ha="right")
+        ax.set_title(title)
+        if key.endswith("cd_cm2"):
+            ax.set_yscale("log")  # a failed object can be 100x the others
+    fig.tight_layout()
+    fig.savefig(out / "metrics-test.png", dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,6 +192,8 @@ def main(argv: list[str]) -> int:
             argv = [_exe("gsdf-eval"), "table", "--group-seeds", *map(str, evals)]
             subprocess.run(argv, stdout=f, check=True)
         print(f"\n{split} frames ({table}):\n{table.read_text()}", flush=True)
+    # 5. figures: a few test frames (input | GT | each variant, first seed), metric bars
+    figures(out, shards["test"], scored["test"], args.variants, args.seeds[0], scale.scored)
     total = round(time.perf_counter() - t0, 1)
     summary = {"scale": args.scale, **asdict(scale), "seeds": args.seeds,
                "variants": args.variants, "split_seeds": SPLIT_SEEDS, "seconds": total,
