@@ -195,10 +195,13 @@ def main(argv: list[str]) -> int:
     # 5. figures: a few test frames (input | GT | each variant, first seed), metric bars
     figures(out, shards["test"], scored["test"], args.variants, args.seeds[0], scale.scored)
     total = round(time.perf_counter() - t0, 1)
+    record = out / "experiment-summary.json"
+    before = json.loads(record.read_text()) if record.exists() else {}
+    steps = {**before.get("steps", {}), **times}  # a resumed run adds its steps
     summary = {"scale": args.scale, **asdict(scale), "seeds": args.seeds,
-               "variants": args.variants, "split_seeds": SPLIT_SEEDS, "seconds": total,
-               "steps": times}  # fmt: skip
-    (out / "experiment-summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "variants": args.variants, "split_seeds": SPLIT_SEEDS,
+               "seconds": round(before.get("seconds", 0) + total, 1), "steps": steps}  # fmt: skip
+    record.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"study finished in {total:.0f} s; everything is under {out}/")
     return 0
 
