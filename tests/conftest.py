@@ -5,7 +5,6 @@ import os
 import shutil
 
 import pytest
-from support.shard_samples import write_finished_set
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
@@ -28,6 +27,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory):
     """Three samples in two shards with their manifest: what a finished prepare leaves."""
+    from support.shard_samples import write_finished_set  # h5py: only where a test asks
+
     root = tmp_path_factory.mktemp("shards")
     write_finished_set(root)
     return root
