@@ -29,12 +29,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Scale:
-    """Frames per split, the tiny-size schedule, and how reconstruction is scored."""
+    """Frames per split, how the hands are turned (`gsdf-data synth --view-spread`, None: any
+    orientation), the tiny-size schedule, and how reconstruction is scored."""
 
     train: int
     val: int
     test: int
     seq_len: int
+    view_spread: float | None
     pose_epochs: int
     epochs: int
     resolution: int
@@ -43,11 +45,11 @@ class Scale:
 
 SCALES = {
     # the whole path in a few minutes: numbers mean nothing
-    "smoke": Scale(train=16, val=4, test=4, seq_len=4, pose_epochs=2, epochs=2, resolution=24,
-                   scored=4),
+    "smoke": Scale(train=16, val=4, test=4, seq_len=4, view_spread=45.0, pose_epochs=2, epochs=2,
+                   resolution=24, scored=4),
     # the study sized for about an hour on 2 CPU cores (4 variants x 2 seeds)
-    "cpu": Scale(train=128, val=12, test=24, seq_len=4, pose_epochs=30, epochs=30,
-                 resolution=48, scored=24),
+    "cpu": Scale(train=128, val=12, test=24, seq_len=1, view_spread=45.0, pose_epochs=30,
+                 epochs=30, resolution=48, scored=24),
 }  # fmt: skip
 VARIANTS = ("tiny-v2", "tiny-k1", "tiny-ko1", "tiny-v1")  # full gSDF first
 SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303}  # disjoint draws: unseen objects, grasps
@@ -67,6 +69,11 @@ def run(argv: list, log: Path) -> None:
         proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}; see {log}")
+
+
+def view(scale: Scale) -> list:
+    """`gsdf-data synth` options for the scale's hand orientations."""
+    return [] if scale.view_spread is None else ["--view-spread", scale.view_spread]
 
 
 def figures(out: Path, shards: Path, runs: list, variants: list, seed: int, n: int) -> None:
@@ -122,6 +129,13 @@ def main(argv: list[str]) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    # resuming reuses every finished step: only with the same data and schedule
+    definition = {"scale": args.scale, **asdict(scale), "split_seeds": SPLIT_SEEDS}
+    stamp = out / "study.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != definition:
+        raise SystemExit(f"{out} holds a study with other settings ({stamp}); "
+                         "give another --out or --fresh")  # fmt: skip
+    stamp.write_text(json.dumps(definition, indent=2) + "\n")
     log = out / "experiment.log"
     t0 = time.perf_counter()
     times: dict[str, float] = {}
@@ -141,7 +155,8 @@ def main(argv: list[str]) -> int:
             timed(f"data {split}", ["gsdf-data", "synth", "--out", root,
                                     "--samples", getattr(scale, split), "--seq-len", scale.seq_len,
                                     "--seed", seed, "--test-fraction", 0, "--objects", "procedural",
-                                    "--shards", "--jobs", args.jobs])  # fmt: skip
+                                    "--shards", "--jobs", args.jobs,
+                                    *view(scale)])  # fmt: skip
     # 2. ground truth and the sphere baseline of the scored splits
     from gsdf_model.reconstruct import sphere_baseline
 

@@ -216,3 +216,56 @@ def test_grasp_poses_come_from_the_hand_module():
             posed = hand.forward_numpy(rotmats=fr.rotmats[None])
             kp = posed.keypoints[0] - posed.keypoints[0, :1] + fr.keypoints[:1]
             np.testing.assert_allclose(kp, fr.keypoints, atol=1e-5)
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two rotations (3,3), or two vectors (3,), in degrees."""
+    if a.ndim == 1:
+        c = np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+        return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    c = (np.trace(a.T @ b) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def test_canonical_view_puts_fingers_up_and_the_palm_half_towards_the_camera():
+    from gsdf_data.datasets.synth import canonical_view
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        along = rng.normal(size=3)
+        normal = rng.normal(size=3)
+        R = canonical_view(along, normal)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        assert np.isclose(np.linalg.det(R), 1.0)
+        np.testing.assert_allclose(R @ (along / np.linalg.norm(along)), [0, -1, 0], atol=1e-12)
+        n = normal - np.dot(normal, along) / np.dot(along, along) * along
+        np.testing.assert_allclose(R @ (n / np.linalg.norm(n)), [0.5**0.5, 0, -(0.5**0.5)],
+                                   atol=1e-12)  # fmt: skip
+
+
+def test_view_spread_keeps_hands_near_the_canonical_view():
+    """--view-spread S: each sequence starts within S degrees of the canonical view and turns
+    at most `max_rotation_deg` more; in the image, wrist -> middle knuckle points up. The
+    default (None) draws any orientation: hands point down as often as up."""
+    from gsdf_data.datasets.synth import _builder, canonical_view
+
+    spread = 30.0
+    cfg = SynthConfig(samples=6, seq_len=2, seed=3, objects="procedural", test_fraction=0.0,
+                      view_spread_deg=spread)  # fmt: skip
+    builder = _builder(cfg.hand_spec())
+    view = canonical_view(builder.along, builder.normal)
+    up = []
+    for index in range(cfg.n_sequences):
+        seq = cached_sequence(cfg, index, False)
+        first, last = seq.frames[0], seq.frames[-1]
+        assert _angle_deg(first.hand_R, view) <= spread + 1e-6
+        assert _angle_deg(last.hand_R, view) <= spread + cfg.max_rotation_deg + 1e-6
+        for fr in seq.frames:
+            knuckle = fr.keypoints[9] - fr.keypoints[0]  # wrist -> middle MCP, camera frame
+            up.append(_angle_deg(knuckle, np.array([0.0, -1.0, 0.0])))
+    # the knuckle direction is `along` up to the palm's curvature (a few degrees)
+    assert max(up) < spread + cfg.max_rotation_deg + 15.0, up
+    anywhere = SynthConfig(samples=8, seq_len=1, seed=3, objects="procedural", test_fraction=0.0)
+    angles = [_angle_deg(cached_sequence(anywhere, i, False).frames[0].hand_R, view)
+              for i in range(anywhere.n_sequences)]  # fmt: skip
+    assert max(angles) > spread + cfg.max_rotation_deg, angles

@@ -24,11 +24,21 @@ import click
     show_default=True,
     help="Share of test sequences.",
 )
+@click.option(
+    "--view-spread",
+    type=click.FloatRange(0.0, 180.0),
+    default=None,
+    help="Keep hands within this many degrees of a canonical view (fingers up, palm turned "
+    "45 degrees towards the camera) instead of any orientation: a task small training sets "
+    "can learn.  [default: any orientation]",
+)
 @click.option("--shards", is_flag=True, help="Write HDF5 shards (OUT/shards/{train,test}).")
 @click.option("--jobs", default=1, show_default=True, help="Worker processes.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Only tile the first SAMPLES frames with their joints into this PNG.")  # fmt: skip
-def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, jobs, preview):
+def synth(
+    out, samples, seq_len, seed, mano, objects, test_fraction, view_spread, shards, jobs, preview
+):
     """Render hands holding objects, in ObMan's layout (OUT/{train,test}, OUT/shapenet) so that
     `gsdf-data prepare synth --root OUT` reads it, or straight to shards with --shards.
 
@@ -51,6 +61,7 @@ def synth(out, samples, seq_len, seed, mano, objects, test_fraction, shards, job
         test_fraction=test_fraction,
         mano=str(Path(mano).resolve()) if mano else None,
         objects=objects,
+        view_spread_deg=view_spread,
     )
     try:
         from gsdf_data.datasets.objects import ObjectLibrary

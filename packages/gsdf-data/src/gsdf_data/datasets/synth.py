@@ -46,7 +46,9 @@ class SynthConfig:
     MANO_RIGHT.pkl (None: the procedural hand). objects: object sources ("auto",
     "procedural", "pybullet", "all"). touch_mm: how deep a closing finger may go into the
     object. candidates: grasp candidates tried per sequence. max_rotation_deg: rotation of
-    the pair over a sequence.
+    the pair over a sequence. view_spread_deg: None (default) turns each sequence's pair to a
+    uniformly random orientation; a number keeps the hand within that many degrees of the
+    canonical view (`canonical_view`), a narrower task that small training sets can learn.
     """
 
     samples: int = 1000
@@ -58,6 +60,7 @@ class SynthConfig:
     touch_mm: float = 1.5
     candidates: int = 6
     max_rotation_deg: float = 30.0
+    view_spread_deg: float | None = None
 
     @property
     def n_sequences(self) -> int:
@@ -130,7 +133,8 @@ def make_sequence(
     obj = library.sample(rng)
     grasp = builder.grasp(obj, rng, config.touch_mm, config.candidates)
     obj_v = np.asarray(obj.mesh.vertices) @ grasp.obj_R.T + grasp.obj_t
-    motion = _motion(np.concatenate([grasp.verts, obj_v]), rng, config)
+    view = canonical_view(builder.along, builder.normal)
+    motion = _motion(np.concatenate([grasp.verts, obj_v]), rng, config, view)
     look = Look.draw(rng)
     local = grasp.local_rotmats()
     obj_faces = np.asarray(obj.mesh.faces)
@@ -151,16 +155,46 @@ def make_sequence(
     return Sequence(index, obj, grasp, frames, builder.faces)
 
 
-def _motion(points: np.ndarray, rng: np.random.Generator, config: SynthConfig) -> list:
+def canonical_view(along: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """The rotation (3,3) from the hand's rest frame to the camera (OpenCV axes) of the
+    canonical view: fingers up in the image (along -> -y) and the palm turned 45 degrees from
+    the image's +x towards the camera (normal -> (1, 0, -1)/sqrt 2), so that hand and object
+    are both in sight. along, normal: the rest frame's finger direction and palmar normal."""
+    a = along / np.linalg.norm(along)
+    n = normal - np.dot(normal, a) * a
+    n = n / np.linalg.norm(n)
+    src = np.stack([a, n, np.cross(a, n)], axis=1)  # columns: rest-frame axes
+    ca, cn = np.array([0.0, -1.0, 0.0]), np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0)
+    dst = np.stack([ca, cn, np.cross(ca, cn)], axis=1)  # the same axes in the camera
+    return dst @ src.T
+
+
+def _start_rotation(rng: np.random.Generator, config: SynthConfig, view: np.ndarray):
+    """A sequence's first orientation (3,3): uniform, or within `view_spread_deg` of `view`
+    (a turn about a uniform axis by an angle drawn so turns fill the ball of rotation
+    vectors evenly)."""
+    if config.view_spread_deg is None:
+        return random_rotation(rng)
+    from scipy.spatial.transform import Rotation
+
+    axis = rng.normal(size=3)
+    angle = np.radians(config.view_spread_deg) * rng.uniform() ** (1.0 / 3.0)
+    turn = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    return turn @ view
+
+
+def _motion(
+    points: np.ndarray, rng: np.random.Generator, config: SynthConfig, view: np.ndarray
+) -> list:
     """Rigid maps (R (3,3), t (3,)) from the hand frame to the camera, one per frame, for a
-    pair with points (N,3) in the hand frame: the pair turns by slerp over up to
-    `max_rotation_deg` while its centre moves, eased in and out, between two random spots
-    where it stays inside the image."""
+    pair with points (N,3) in the hand frame: the pair starts at `_start_rotation` and turns
+    by slerp over up to `max_rotation_deg` while its centre moves, eased in and out, between
+    two random spots where it stays inside the image. view: the canonical view (3,3)."""
     from scipy.spatial.transform import Rotation, Slerp
 
     centre = 0.5 * (points.min(0) + points.max(0))  # centre of the pair's bounding box
     _, z, lat = _placement(points - centre, rng, OBMAN_K)
-    R0 = random_rotation(rng)
+    R0 = _start_rotation(rng, config, view)
     axis = rng.normal(size=3)
     axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
     R1 = Rotation.from_rotvec(axis * np.radians(rng.uniform(0.3, 1.0) * config.max_rotation_deg))
