@@ -1,5 +1,5 @@
-"""gsdf_eval.mesh: the PLY and OBJ readers against trimesh and against what was written, and
-one clear error per malformed file."""
+"""gsdf_eval.mesh: the PLY and OBJ readers against trimesh and against what was written, the
+surface sampling against trimesh's, and one clear error per malformed file."""
 
 from pathlib import Path
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from gsdf_eval.mesh import MeshFormatError, face_areas, read_mesh, read_obj, read_ply
+from gsdf_eval.align import grid_cell_order, sample_surface
+from gsdf_eval.io import EvalInputError, load_mesh
+from gsdf_eval.mesh import face_areas, read_mesh, read_obj, read_ply
 
 PLY_CODES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4",
              "uint": "u4", "float": "f4", "double": "f8"}  # fmt: skip
@@ -175,6 +177,28 @@ def test_ply_mixed_polygons_keep_their_order(tmp_path, fmt):
     np.testing.assert_array_equal(read_ply(path).faces, _fan(polys))
 
 
+@pytest.mark.parametrize("suffix", ["off", "stl"])
+def test_other_formats_still_load_through_trimesh(tmp_path, hand_mesh, suffix):
+    path = tmp_path / f"hand.{suffix}"
+    hand_mesh.export(path)
+    ours, ref = load_mesh(path), trimesh.load(path, process=False, force="mesh")
+    np.testing.assert_array_equal(ours.vertices, ref.vertices)
+    np.testing.assert_array_equal(ours.faces, ref.faces)
+
+
+def test_sampling_is_trimesh_sampling_bitwise(hand_mesh):
+    """The sampler that replaced trimesh.sample.sample_surface draws the same points."""
+    verts, polys = _polygon_mesh()
+    grid = trimesh.Trimesh(verts, _fan(polys), process=False)
+    for mesh in (hand_mesh, grid):
+        np.testing.assert_array_equal(face_areas(mesh.vertices, mesh.faces), mesh.area_faces)
+        for seed in range(3):
+            ours = sample_surface(mesh, 2000, np.random.default_rng(seed), sets=2)
+            points, _ = trimesh.sample.sample_surface(mesh, 4000, seed=np.random.default_rng(seed))
+            for a, b in zip(ours, np.split(points, 2), strict=True):
+                np.testing.assert_array_equal(a, b[grid_cell_order(b)])
+
+
 def _valid_binary(tmp_path) -> bytes:
     verts, polys = _polygon_mesh()
     return _write_ply(tmp_path / "ok.ply", "binary_little_endian", verts, polys).read_bytes()
@@ -198,9 +222,11 @@ def _valid_binary(tmp_path) -> bytes:
         ("short.obj", lambda ok: b"v 0 0\n", "line 1"),
     ],
 )  # fmt: skip
-def test_malformed_file_is_one_clear_error(tmp_path, name, content, reason):
+def test_malformed_file_is_one_clear_error_naming_it(tmp_path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content(_valid_binary(tmp_path)))
-    with pytest.raises(MeshFormatError) as err:
-        read_mesh(path)
-    assert reason in str(err.value) and "\n" not in str(err.value), str(err.value)
+    with pytest.raises(EvalInputError) as err:
+        load_mesh(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: cannot read mesh (") and reason in message, message
+    assert "\n" not in message
