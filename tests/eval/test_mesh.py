@@ -21,7 +21,8 @@ def _polygon_mesh() -> tuple[np.ndarray, list[list[int]]]:
     u, v = np.meshgrid(np.linspace(0, 0.08, 5), np.linspace(0, 0.06, 4), indexing="ij")
     verts = np.stack([u, v, 0.01 * np.sin(40 * u + 30 * v)], -1).reshape(-1, 3)
     at = lambda i, j: i * 4 + j  # noqa: E731
-    polys = [[at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1)] for i in range(4) for j in range(3)]  # fmt: skip
+    cells = [(i, j) for i in range(4) for j in range(3)]
+    polys = [[at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1)] for i, j in cells]
     a, b, c, d = polys.pop(5)
     polys[2:2] = [[a, b, c], [a, c, d]]
     verts = np.vstack([verts, [[0.04, -0.02, 0.0], [0.1, 0.03, 0.01]]])
@@ -42,7 +43,7 @@ def _triangles(faces) -> np.ndarray:
     return f[np.lexsort(f.T[::-1])]
 
 
-def _write_ply(path: Path, fmt: str, vertices: np.ndarray, polys, types=("float", "uchar", "int")) -> Path:  # fmt: skip
+def _write_ply(path: Path, fmt: str, vertices, polys, types=("float", "uchar", "int")) -> Path:
     """A PLY file written by hand: x, y, z (of type types[0]) among normals and a colour,
     faces with a list of types[1] lengths and types[2] indices and a flags byte, then an
     element the reader must skip."""
@@ -53,7 +54,7 @@ def _write_ply(path: Path, fmt: str, vertices: np.ndarray, polys, types=("float"
     props = [("nx", "float", normals[:, 0]), ("x", coord, vertices[:, 0]), ("red", "uchar", rgb),
              ("y", coord, vertices[:, 1]), ("z", coord, vertices[:, 2]),
              ("ny", "float", normals[:, 1]), ("nz", "float", normals[:, 2])]  # fmt: skip
-    header = ["ply", f"format {fmt} 1.0", "comment written by hand", f"element vertex {len(vertices)}"]  # fmt: skip
+    header = ["ply", f"format {fmt} 1.0", "comment by hand", f"element vertex {len(vertices)}"]
     header += [f"property {t} {n}" for n, t, _ in props]
     header += [f"element face {len(polys)}", f"property list {length} {index} vertex_indices",
                "property uchar flags", "element edge 1", "property int vertex1",
@@ -216,7 +217,8 @@ def _valid_binary(tmp_path) -> bytes:
          b"property float y\nproperty float z\nend_header\n0 zero 0\n", "'zero' is not a number"),
         ("line.ply", lambda ok: b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
          b"property float y\nproperty float z\nelement face 1\nproperty list uchar int "
-         b"vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n", "a face with 2 corners: faces need at least 3"),
+         b"vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n",
+         "a face with 2 corners: faces need at least 3"),
         ("text.obj", lambda ok: b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n", "line 4"),
         ("range.obj", lambda ok: b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 -4\n", "index -4 out of range"),
         ("short.obj", lambda ok: b"v 0 0\n", "line 1"),
