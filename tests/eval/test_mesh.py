@@ -111,7 +111,8 @@ def test_ply_written_by_trimesh(tmp_path, hand_mesh, encoding):
     mesh.visual.vertex_colors = np.tile([200, 120, 90, 255], (len(mesh.vertices), 1))
     path = tmp_path / "hand.ply"
     path.write_bytes(trimesh.exchange.ply.export_ply(mesh, encoding=encoding, vertex_normal=True))
-    assert b"property float nx" in path.read_bytes()[:400]
+    header = path.read_bytes()[:500]
+    assert b"property float nx" in header and b"property uchar red" in header
     ours, ref = read_mesh(path), trimesh.load(path, process=False)
     np.testing.assert_array_equal(ours.vertices, ref.vertices)
     np.testing.assert_array_equal(ours.faces, ref.faces)
@@ -170,12 +171,12 @@ def test_obj_negative_indices_count_back_from_the_vertices_so_far(tmp_path):
     np.testing.assert_array_equal(read_obj(path).faces, [[0, 1, 2], [3, 4, 5]])
 
 
-@pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian"])
-def test_ply_mixed_polygons_keep_their_order(tmp_path, fmt):
-    verts, polys = _polygon_mesh()
-    path = _write_ply(tmp_path / "m.ply", fmt, verts, polys)
-    assert {len(p) for p in polys} == {3, 4, 5}
-    np.testing.assert_array_equal(read_ply(path).faces, _fan(polys))
+def test_obj_vertex_with_w_or_colour_keeps_x_y_z(tmp_path):
+    path = tmp_path / "wc.obj"
+    path.write_text("v 0 0 0 1\nv 0.1 0 0 0.5 0.2 0.3\nv 0 0.1 0\nf 1 2 3\n")
+    mesh = read_obj(path)
+    np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0]])
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
 
 
 @pytest.mark.parametrize("suffix", ["off", "stl"])
