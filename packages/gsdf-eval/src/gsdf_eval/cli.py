@@ -1,7 +1,8 @@
 """`gsdf-eval` command line (thin: parse, then call gsdf_eval functions).
 
-Heavy modules (numpy, scipy, trimesh, matplotlib) are imported inside the commands so that
-`gsdf-eval --help` stays instant.
+Heavy modules (numpy, libigl, joblib, matplotlib) are imported inside the commands so that
+`gsdf-eval --help` stays instant, and trimesh (with scipy and networkx, about a second) only
+for a mesh format other than PLY and OBJ (tests/eval/test_startup.py keeps it that way).
 """
 
 import click
@@ -33,8 +34,9 @@ class _OneLineErrors(click.Group):
 def main() -> None:
     """Score hand-object reconstructions with the standard metrics.
 
-    Meshes are in metres (any format trimesh reads); metrics are reported in the paper's
-    units: Chamfer in cm², F-score thresholds in mm, errors and depth in cm, volume in cm³.
+    Meshes are in metres (PLY, OBJ or any other format trimesh reads); metrics are reported
+    in the paper's units: Chamfer in cm², F-score thresholds in mm, errors and depth in cm,
+    volume in cm³.
     """
 
 

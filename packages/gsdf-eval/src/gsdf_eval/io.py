@@ -5,8 +5,9 @@ prediction without its ground truth) is reported here as an `EvalInputError` who
 one line naming the file and the reason; the CLI prints it and exits non-zero.
 
 Set layout (predictions and ground truth alike): `<id>_hand.<ext>`, `<id>_obj.<ext>` and an
-optional `<id>.json` with `joints` (21×3, metres) and `obj_center` (3,). Any mesh format
-trimesh reads is accepted; coordinates are metres, or millimetres with units="mm" (then
+optional `<id>.json` with `joints` (21×3, metres) and `obj_center` (3,). Meshes: PLY and OBJ,
+read without trimesh (gsdf_eval.mesh: importing trimesh costs more than scoring a pair), or
+any other format trimesh reads. Coordinates are metres, or millimetres with units="mm" (then
 converted). A hand or object spans about 5-30 cm: an extent over 1 m is taken for
 millimetres read as metres and refused, since every metric would silently be 1000x off.
 """
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gsdf_eval.mesh import Mesh, read_mesh
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 # unit name -> units per metre; dividing by 1000 (not multiplying by 1e-3, which is inexact)
@@ -51,30 +54,28 @@ def _to_metres(path: Path, points: np.ndarray, units: str, what: str) -> np.ndar
     return points
 
 
-def load_mesh(path: str | Path, units: str = "m"):
+def load_mesh(path: str | Path, units: str = "m") -> Mesh:
     """Load a triangle mesh and check that it can be scored; coordinates returned in metres.
 
-    Returns a `trimesh.Trimesh` with vertices (V, 3) float64 and faces (F, 3) int64, loaded
-    without processing (no vertex merging), so what is scored is what was written.
-    `units`: "m" or "mm" (converted). Raises EvalInputError for a missing or unreadable
-    file, a mesh without faces, non-finite vertices, face indices out of range, zero surface
-    area, or an extent over 1 m (under 1 mm with units="mm").
+    Returns a gsdf_eval.mesh.Mesh with vertices (V, 3) float64 and faces (F, 3) int64, read
+    without processing (no vertex merging), so what is scored is what was written. PLY and
+    OBJ are read by gsdf_eval.mesh, other formats by trimesh. `units`: "m" or "mm"
+    (converted). Raises EvalInputError for a missing, unreadable or malformed file, a mesh
+    without faces, non-finite vertices, face indices out of range, zero surface area, or an
+    extent over 1 m (under 1 mm with units="mm").
     """
-    import trimesh
-
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"{path}: no such file")
     if not path.is_file():
         raise EvalInputError(f"{path}: not a file")
     try:
-        loaded = trimesh.load(str(path), force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for bad files
+        loaded = read_mesh(path)
+    except OSError as exc:
+        raise EvalInputError(f"{path}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    except Exception as exc:  # the readers' MeshFormatError; trimesh raises many types
         raise EvalInputError(f"{path}: cannot read mesh ({_one_line(exc)})") from None
-    if not isinstance(loaded, trimesh.Trimesh):
-        raise EvalInputError(f"{path}: no triangle mesh in the file")
-    vertices = np.asarray(loaded.vertices, dtype=np.float64)
-    faces = np.asarray(loaded.faces, dtype=np.int64)
+    vertices, faces = loaded.vertices, loaded.faces
     if len(vertices) == 0 or len(faces) == 0:
         raise EvalInputError(f"{path}: empty mesh ({len(vertices)} vertices, {len(faces)} faces)")
     if not np.isfinite(vertices).all():
@@ -82,8 +83,7 @@ def load_mesh(path: str | Path, units: str = "m"):
         raise EvalInputError(f"{path}: {bad} vertices are NaN or infinite")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise EvalInputError(f"{path}: face indices out of range")
-    vertices = _to_metres(path, vertices, units, "the mesh")
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+    mesh = Mesh(_to_metres(path, vertices, units, "the mesh"), faces)
     if not mesh.area > 0:
         raise EvalInputError(f"{path}: mesh has zero surface area")
     return mesh

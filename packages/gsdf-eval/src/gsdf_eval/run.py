@@ -35,6 +35,7 @@ from gsdf_eval.io import (
     load_annotation,
     load_mesh,
 )
+from gsdf_eval.mesh import Mesh
 
 # `gsdf-eval pair --json` prints exactly these keys, in this order.
 PAIR_KEYS = (
@@ -128,7 +129,9 @@ class EvalSettings:
 
 
 def score_pair(hand_pred, hand_gt, obj_pred=None, obj_gt=None, settings=EvalSettings(), seed=None):
-    """Score one prediction (trimesh meshes, metres) against its ground truth.
+    """Score one prediction against its ground truth: meshes in metres, each a
+    gsdf_eval.mesh.Mesh (what io.load_mesh returns) or anything else with `vertices` (V, 3)
+    and `faces` (F, 3), such as a trimesh.Trimesh.
 
     The predicted hand is aligned to the GT hand (scale + translation, see align.py) and the
     same transform is applied to the predicted object; the contact metrics are computed on
@@ -147,8 +150,6 @@ def score_pair(hand_pred, hand_gt, obj_pred=None, obj_gt=None, settings=EvalSett
 
 
 def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
-    import trimesh
-
     from gsdf_eval.align import align_reference, align_scale_translation, sample_surface
     from gsdf_eval.contact import contact_metrics, contact_metrics_reference
     from gsdf_eval.metrics import chamfer_cm2, fscore
@@ -194,9 +195,9 @@ def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
             obj_fscore_10mm=fscore(d_p, d_g, 0.010, eps),
         )
         hand_al, obj_al = (
-            trimesh.Trimesh(al.apply(np.asarray(m.vertices)), m.faces, process=False)
+            Mesh(al.apply(np.asarray(m.vertices, dtype=np.float64)), np.asarray(m.faces))
             for m in (hand_pred, obj_pred)
-        )  # new meshes rather than copies: a copy hashes every cached array
+        )
         contact = contact_metrics_reference if reference else contact_metrics
         out.update(contact(hand_al, obj_al, settings.voxel))
     out["align_iterations"] = al.iterations
