@@ -352,6 +352,8 @@ def _process(task, index: int, config: PrepareConfig) -> tuple:
             try:
                 pose = encode_pose_sample(make_pose_sample(pair), config.image_format, reason)
             except ValueError as e2:
+                if _reason(e2) == reason:  # the pose itself is what failed
+                    raise e from None
                 raise ValueError(f"{reason}; not kept as pose-only: {_reason(e2)}") from e
             return ("pose", index, pose, reason)
         # encoded here, in the worker: the process writing the shards only writes
