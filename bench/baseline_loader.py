@@ -44,7 +44,7 @@ class _BaselineShards:
     def get(self, i: int, keys: tuple[str, ...]) -> dict:
         import cv2
 
-        s, j = self.shards._locate(i)
+        s, j, _ = self.shards._locate(i)  # (shard, row, pose-only)
         f = self._files.get(s.path)
         if f is None:
             f = self._files[s.path] = h5py.File(s.path, "r")

@@ -138,7 +138,7 @@ def _jpeg_blobs(shards) -> list[bytes]:
     """The shard's encoded images (read once, for the decoder rows)."""
     out = []
     for i in range(len(shards)):
-        s, j = shards._locate(i)
+        s, j, _ = shards._locate(i)
         out.append(s.h5["image"][j].tobytes())
     return out
 

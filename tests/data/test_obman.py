@@ -91,26 +91,118 @@ def test_wrong_hand_model_is_a_reason(obman, tmp_path):
         task.load()
 
 
-def test_prepare_obman_counts_and_reasons(obman, tmp_path):
+def _prepare(obman, out, *extra):
     from gsdf_data.cli import main
-    from gsdf_data.shards import ShardSet
+
+    args = ["prepare", "obman", "--root", str(obman["root"]), "--shapenet", str(obman["shapenet"])]
+    args += ["--split", "train", "--out", str(out), "--points", "4000", *extra]
+    return CliRunner().invoke(main, args)
+
+
+def test_prepare_obman_counts_and_reasons(obman, tmp_path):
+    from gsdf_data.shards import ShardSet, check
 
     out = tmp_path / "shards"
-    args = ["prepare", "obman", "--root", str(obman["root"]), "--shapenet", str(obman["shapenet"])]
-    args += ["--split", "train", "--out", str(out), "--points", "4000"]
-    res = CliRunner().invoke(main, args)
+    res = _prepare(obman, out)
     assert res.exit_code == 0, res.output
-    assert "obman train: kept 3 of 5 samples, dropped 2" in res.output
+    # the double-sided frame keeps its pose (the reference's pose stage, train_138k)
+    assert "obman train: kept 3 of 5 samples, 1 pose-only (no SDF points), dropped 1" in res.output
     assert "double-sided filter" in res.output and "missing rgb image" in res.output
     summary = json.loads((out / "dataset_summary.json").read_text())
     assert summary["kept"] == 3
-    assert summary["dropped"] == {"double-sided filter": 1, "missing rgb image": 1}
+    assert summary["dropped"] == {"missing rgb image": 1}
+    assert summary["pose_only"] == {"double-sided filter": 1}
     ss = ShardSet(out)
     ids = [ss[i]["sample_id"] for i in range(len(ss))]
-    assert ids == ["00000003", "00000017", "00001005"]
+    assert ids == ["00000003", "00000017", "00001005"]  # the SDF stage's set
+    assert ss.n_pose_only == 1 and ss.with_pose_only().sample_ids() == [*ids, "00000042"]
     s = ss[0]
     np.testing.assert_allclose(s["joints"], obman["samples"]["00000003"]["joints"], atol=1e-5)
     np.testing.assert_allclose(s["K"], OBMAN_K, atol=1e-6)
+    assert check(out) == []
+
+
+def test_prepare_obman_without_pose_only_is_as_before(obman, tmp_path):
+    """--no-pose-only: the set, its manifest and its shard files are what they were before
+    pose-only samples existed (the double-sided frame dropped, no pose-only group)."""
+    import h5py
+
+    from gsdf_data.prepare import PrepareConfig, _digest
+    from gsdf_data.shards import ShardSet, check
+
+    out = tmp_path / "shards"
+    res = _prepare(obman, out, "--no-pose-only")
+    assert res.exit_code == 0, res.output
+    assert "obman train: kept 3 of 5 samples, dropped 2" in res.output
+    assert "pose-only" not in res.output
+    summary = json.loads((out / "dataset_summary.json").read_text())
+    assert summary["dropped"] == {"double-sided filter": 1, "missing rgb image": 1}
+    assert "pose_only" not in summary
+    m = json.loads((out / "manifest.json").read_text())
+    assert "n_pose_only" not in m and "pose_only_reasons" not in m
+    assert all("n_pose_only" not in e for e in m["shards"])
+    for e in m["shards"]:
+        with h5py.File(out / e["file"], "r") as f:
+            assert "pose_only" not in f and "n_pose_only" not in f.attrs
+    # sets prepared before the option existed (no such field in their configuration) resume
+    config = PrepareConfig.from_dict(m["config"])
+    before = config.to_dict()
+    del before["pose_only"]
+    assert _digest(before) in config.digests()
+    ss = ShardSet(out)
+    assert ss.n_pose_only == 0 and len(ss.with_pose_only()) == len(ss) == 3
+    assert check(out) == []
+
+
+def test_prepare_obman_keeps_frames_without_sdf_as_pose_only(tmp_path, fixtures_obman):
+    """Frames whose SDF points cannot be made (an object the filter rejects, a hand without
+    a mesh) are pose-only samples: in the pose stage's set with their annotations, not in
+    the SDF stage's; `check` passes; a rerun keeps every shard."""
+    from gsdf_data.cli import main
+    from gsdf_data.shards import ShardSet, check
+
+    fx = fixtures_obman.write_obman(tmp_path / "fx", load_hand(None), pose_only_frames=True)
+    out = tmp_path / "shards"
+    res = _prepare(fx, out, "--shard-size", "2")
+    assert res.exit_code == 0, res.output
+    assert "kept 3 of 6 samples, 2 pose-only (no SDF points), dropped 1" in res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["n_samples"] == 3 and m["n_pose_only"] == 2
+    assert m["pose_only_reasons"] == {"double-sided filter": 1, "hand mesh": 1}
+    sdf = ShardSet(out)
+    pose = sdf.with_pose_only()
+    assert len(sdf) == 3 and sdf.n_pose_only == 2 and len(pose) == 5
+    assert sorted(sdf.sample_ids()) == ["00000003", "00000017", "00001005"]
+    assert pose.sample_ids()[:3] == sdf.sample_ids()  # same indexes, then the pose-only ones
+    assert sorted(pose.sample_ids()[3:]) == ["00000042", "00000058"]
+    for i in range(5):
+        s = pose[i]
+        exp = fx["samples"][s["sample_id"]]
+        np.testing.assert_allclose(s["joints"], exp["joints"], atol=1e-5)
+        np.testing.assert_allclose(s["obj_center"], exp["obj_centre"], atol=1e-5)
+        np.testing.assert_allclose(s["K"], OBMAN_K, atol=1e-6)
+        assert s["image"].shape == (256, 256, 3)
+        assert pose.is_pose_only(i) == (i >= 3)
+        assert ("points" in s) == (i < 3) and ("hand_verts" in s) == (i < 3)
+        assert np.isfinite(s["hand_rotmats"]).all()  # IK of the sound joints
+        assert np.isnan(s["norm_scale"]) == (i >= 3)  # no unit cube without points
+    with pytest.raises(KeyError, match="pose-only"):
+        pose.get(3, keys=("points",))
+    with pytest.raises(ValueError, match="pose-only"):
+        pose.sample_sdf(4)
+    # picklable (DataLoader workers): the copy indexes the same samples
+    import pickle
+
+    assert pickle.loads(pickle.dumps(pose)).sample_ids() == pose.sample_ids()
+    assert check(out) == []
+    res = CliRunner().invoke(main, ["check", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ok: 3 samples + 2 pose-only in 3 shards" in res.output
+    # resume: every shard (pose-only samples included) is recognised as done
+    res = _prepare(fx, out, "--shard-size", "2")
+    assert res.exit_code == 0, res.output
+    assert "0 new shards" in res.output and "redone" not in res.output
+    assert ShardSet(out).with_pose_only().sample_ids() == pose.sample_ids()
 
 
 def test_prepare_obman_wrong_hand_model_is_one_line(obman, tmp_path, fixtures_dexycb):

@@ -1,5 +1,6 @@
 """prepare_pairs: bad samples, strict mode, k/n sharding, processes, Dask, resume after kill."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -94,6 +95,41 @@ def test_bad_samples_reported_and_strict(tmp_path):
     assert check(tmp_path / "a") == []
     with pytest.raises(BadSampleError, match="p3"):
         prepare_pairs(tasks, tmp_path / "b", CFG, strict=True, progress=False)
+
+
+def test_pose_only_keeps_a_sound_pose_without_sdf_and_drops_the_rest(tmp_path, reference):
+    """pose_only: a pair whose SDF part fails (the double-sided sheet) keeps its pose, with
+    the object's box centre; one whose pose is unusable too stays a bad sample, its reasons
+    both named; the samples with points are those of a run without the option."""
+    good = [make_pair(i) for i in range(3)]
+    empty = make_pair(3)
+    empty.obj_mesh = trimesh.Trimesh()  # no SDF and no object centre
+    nan = make_pair(4)
+    nan.joints = np.full((21, 3), np.nan)
+    sheet = make_pair(5)
+    s = trimesh.creation.icosphere(2, radius=0.05)
+    sheet.obj_mesh = trimesh.Trimesh(s.vertices, s.faces[s.triangles_center[:, 2] < 0])
+    cfg = dataclasses.replace(CFG, pose_only=True)
+    rep = prepare_pairs([*good, empty, nan, sheet], tmp_path / "a", cfg, progress=False)
+    assert (rep.n_written, rep.n_pose_only) == (3, 1)
+    reasons = {b["sample_id"]: b["reason"] for b in json.loads((tmp_path / "a" / BAD).read_text())}
+    assert set(reasons) == {"p3", "p4"}
+    assert reasons["p3"].startswith("object mesh: empty mesh; not kept as pose-only: no object")
+    assert reasons["p4"] == "non-finite values in joints"  # not repeated
+    ss = ShardSet(tmp_path / "a")
+    assert ss.sample_ids() == ["p0", "p1", "p2"] and ss.n_pose_only == 1
+    p5 = ss.with_pose_only()[3]
+    assert p5["sample_id"] == "p5" and p5["frame_idx"] == 5 and p5["seq_id"] == "s"
+    v = np.asarray(sheet.obj_mesh.vertices)
+    np.testing.assert_allclose(p5["obj_center"], (v.min(0) + v.max(0)) / 2, atol=1e-6)
+    np.testing.assert_allclose(p5["joints"], sheet.joints, atol=1e-6)
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["pose_only_reasons"] == {"double-sided filter": 1} and m["n_bad"] == 2
+    assert check(tmp_path / "a") == []
+    _same(_arrays(tmp_path / "a"), _arrays(reference)[:3])
+
+
+BAD = "bad_samples.json"
 
 
 def test_shard_k_of_n_and_processes_match_reference(tmp_path, reference):

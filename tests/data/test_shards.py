@@ -279,3 +279,52 @@ def test_jpeg_decoders_agree_pixel_for_pixel(monkeypatch, quality, sampling):
     np.testing.assert_array_equal(fast, slow)
     np.testing.assert_array_equal(slow, cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
     assert fast.shape == (64, 80, 3) and fast.dtype == np.uint8
+
+
+def test_pose_only_samples_are_a_second_index_and_checked(tmp_path):
+    """Pose-only samples (no points) sit in their shard's own group: the set indexes the
+    samples with points as before; `with_pose_only` appends them (a shard may hold nothing
+    else); `check` compares their count with the manifest and finds non-finite poses."""
+    import h5py
+    from support.shard_samples import write_finished_set
+
+    from gsdf_data.shards import encode_pose_sample
+
+    d = tmp_path / "d"
+    d.mkdir()
+    write_finished_set(d, pose_only=3)
+    ss = ShardSet(d)
+    assert (len(ss), ss.n_pose_only, ss.n_shards) == (3, 3, 2)
+    assert ss.sample_ids() == ["s0", "s1", "s2"]
+    pose = ss.with_pose_only()
+    assert len(pose) == 6 and pose.sample_ids() == ["s0", "s1", "s2", "p0", "p1", "p2"]
+    for i in range(3):
+        np.testing.assert_array_equal(pose[i]["points"], ss[i]["points"])
+    assert [pose.is_pose_only(i) for i in range(6)] == [False] * 3 + [True] * 3
+    p = pose[4]
+    assert set(p) == {"sample_id", "seq_id", "image", "frame_idx", *FIXED}
+    assert np.isnan(p["norm_offset"]).all() and p["obj_center"].shape == (3,)
+    assert check(d) == []
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["n_samples"] == 3 and m["n_pose_only"] == 3
+    with h5py.File(d / "shard-00002.h5", "r") as f:
+        assert f.attrs["n_samples"] == 0 and f.attrs["n_pose_only"] == 2
+        assert list(f["pose_only/reason"].asstr()[:]) == ["double-sided filter: test"] * 2
+    m["shards"][0]["n_pose_only"] = 2
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert any("pose-only samples, manifest says 2" in x for x in check(d))
+    bad = {"sample_id": "x", "image": np.zeros((4, 4, 3), np.uint8), "K": np.eye(3)}
+    bad |= {"joints": np.full((21, 3), np.nan), "obj_center": np.zeros(3)}
+    with pytest.raises(ValueError, match="non-finite values in joints"):
+        encode_pose_sample(bad)
+
+
+FIXED = (
+    "K",
+    "joints",
+    "hand_rotmats",
+    "obj_center",
+    "obj_pose",
+    "norm_offset",
+    "norm_scale",
+)

@@ -204,6 +204,7 @@ def test_describe_prints_the_paper_schedule():
         "1000 hand + 1000 object",
         "(20 views + camera axis)",
         "rotation N(0, 45°) clipped to ±90° with p 0.6, colour ×U[0.8, 1.2] per channel",
+        "stage 1 also on the set's pose-only samples (expected: a warning when it has none)",
     ):
         assert fact in text
 

@@ -56,6 +56,40 @@ def test_complete_set_trains_and_says_on_how_many_samples(data, tmp_path, traine
     assert len(trained[0]["shards"]) == 3
 
 
+def test_says_how_many_samples_each_stage_trains_on(tmp_path, trained):
+    """Stage 1 also trains on the set's pose-only samples (frames without SDF points, as the
+    reference's ObMan pose stage), stage 2 on the samples with points; both counts printed."""
+    from support.shard_samples import write_finished_set
+
+    data = tmp_path / "pose"
+    data.mkdir()
+    write_finished_set(data, pose_only=2)
+    res = _train(data, tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert "training on 3 samples + 2 pose-only (2 shards)" in res.output
+    assert "5 samples incl. 2 pose-only; stage 2 (SDF, 60 epochs): 3 samples" in res.output
+    assert len(trained[0]["shards"]) == 3  # train() gets the set; stage 1 adds them itself
+    res = _train(data, tmp_path / "run2", "--pose-only", "ignore")
+    assert "3 samples incl. 0 pose-only, 2 pose-only ignored" in res.output
+
+
+def test_a_set_without_the_expected_pose_only_samples_is_said(data, tmp_path, trained):
+    """The obman preset expects pose-only samples (its stage 1 on all training frames): one
+    warning line when the set has none, an error with --pose-only require."""
+    args = ["train", "--preset", "obman", "--data", str(data), "--backbone-weights", "none"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "3 samples incl. 0 pose-only" in res.output
+    warn = [x for x in res.output.splitlines() if x.startswith("warning")]
+    assert len(warn) == 1 and "no pose-only samples" in warn[0] and "--pose-only" in warn[0]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--pose-only", "require"])
+    _one_line_error(res, "no pose-only samples")
+    assert len(trained) == 1
+    # the tiny preset does not expect them: no warning, exactly as before
+    res = _train(data, tmp_path / "c")
+    assert res.exit_code == 0 and "warning" not in res.output
+
+
 def test_seed_reaches_the_training_configuration(data, tmp_path, trained):
     assert _train(data, tmp_path / "a").exit_code == 0
     assert _train(data, tmp_path / "b", "--seed", "7").exit_code == 0

@@ -26,7 +26,7 @@ def shards():
     return InMemoryShards([sample(rng, i) for i in range(16)])
 
 
-def run(tmp_path, shards, cfg=CFG, resume=True, out="run"):
+def run(tmp_path, shards, cfg=CFG, resume=True, out="run", build=StandInNet):
     return train(
         "tiny",
         data=tmp_path,
@@ -35,7 +35,7 @@ def run(tmp_path, shards, cfg=CFG, resume=True, out="run"):
         device="cpu",
         resume=resume,
         progress=False,
-        build=StandInNet,
+        build=build,
         shards=shards,
     )
 
@@ -151,7 +151,10 @@ def test_presets_hold_the_reference_schedules():
     halvings = [e for e in range(1, 1600) if lr_at(paper, 2, e) < lr_at(paper, 2, e - 1)]
     assert halvings == [600, 1200]
     assert [e for e in range(1, 100) if lr_at(paper, 1, e) < lr_at(paper, 1, e - 1)] == [40, 80]
-    assert get_train_preset("k1") == get_train_preset("dexycb") == paper
+    # ObMan's pose stage also trains on the frames without SDF points (train_138k): its
+    # schedule expects pose-only samples; otherwise the schedules are one
+    assert paper.pose_only == "expect" and get_train_preset("dexycb").pose_only == "use"
+    assert get_train_preset("k1") == get_train_preset("dexycb") == paper.replace(pose_only="use")
     assert get_train_preset("dexycb-video").batch_size == 64  # 16 clips x 4 GPUs
     with pytest.raises(KeyError, match="unknown preset"):
         get_train_preset("nope")  # never another preset's schedule
@@ -314,3 +317,45 @@ def test_loader_workers_start_after_opencv_has_started_threads(tmp_path):
         pytest.fail("training with a forked loader worker hung")
     assert proc.returncode == 0, err[-2000:]
     assert "RESULT" in out
+
+
+SEEN: dict[int, list[str]] = {1: [], 2: []}
+
+
+class _Recording(StandInNet):
+    """The stand-in network, noting in SEEN which samples each stage's steps see."""
+
+    def forward(self, batch, stage):
+        SEEN[stage].extend(batch["sample_id"])
+        return super().forward(batch, stage)
+
+
+def test_stage1_trains_on_pose_only_samples_and_stage2_does_not(tmp_path):
+    """A shard set with 8 samples with points and 4 pose-only ones: each stage-1 epoch sees
+    all 12, each stage-2 epoch the 8 with points; a set without pose-only samples trains
+    both stages on the same samples, as before."""
+    from support.shard_samples import pose_only_sample, write_set
+
+    from gsdf_data.shards import ShardSet
+
+    rng = np.random.default_rng(0)
+    mesh = {"hand_verts": np.eye(3), "hand_faces": [[0, 1, 2]]}
+    mesh |= {"obj_verts": np.eye(3), "obj_faces": [[0, 1, 2]]}
+    samples = [sample(rng, i) | mesh for i in range(12)]
+    pose = [pose_only_sample({**s, "sample_id": f"p{i}"}) for i, s in enumerate(samples[8:])]
+    root = tmp_path / "shards"
+    root.mkdir()
+    write_set(root, [samples[:4] + pose[:2], samples[4:8], pose[2:]], n_points=2000)
+    SEEN.update({1: [], 2: []})
+    summary = run(tmp_path, ShardSet(root), build=_Recording)
+    ids = [f"s{i:03d}" for i in range(8)]
+    assert summary["stage_samples"] == {"stage1": 12, "pose_only": 4, "stage2": 8, "note": None}
+    assert sorted(SEEN[1]) == sorted((ids + [f"p{i}" for i in range(4)]) * 2)
+    assert sorted(SEEN[2]) == sorted(ids * 3)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["stage1"] == 12
+    # ignored on request: stage 1 on the samples with points only
+    SEEN.update({1: [], 2: []})
+    cfg = dataclasses.replace(CFG, pose_only="ignore")
+    summary = run(tmp_path, ShardSet(root), cfg=cfg, out="ignore", build=_Recording)
+    assert summary["stage_samples"]["stage1"] == 8
+    assert sorted(SEEN[1]) == sorted(ids * 2)

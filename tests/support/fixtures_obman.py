@@ -4,7 +4,11 @@
 3, 17, 42, 1005 (+ 2000, a meta file without its image) and `tmp/ShapeNetCore.v2/<class>/<id>/
 models/model_normalized.obj`. Annotations are in ObMan's Blender camera frame (OpenGL axes);
 the object of sample 42 is an open box whose every face is duplicated with the opposite
-winding (double-sided: the filter must drop it). Returns what the tests compare against.
+winding (double-sided: the filter must drop it from the SDF samples; its image and hand
+pose are sound, so prepare keeps it as a pose-only sample unless told not to).
+`pose_only_frames=True` adds frame 58 (`NO_HAND_MESH`), whose hand vertices all coincide
+(no mesh, so no SDF points: the other way a frame keeps only its pose). Returns what the
+tests compare against.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ FLIP = np.diag([1.0, -1.0, -1.0])
 K = np.array([[480.0, 0.0, 128.0], [0.0, 480.0, 128.0], [0.0, 0.0, 1.0]])
 IDS = (3, 17, 42, 1005)
 DOUBLE_SIDED = 42
+NO_HAND_MESH = 58
 NO_IMAGE = 2000
 # OpenCV-frame wrist of sample 3 (hand-computed checks in the tests)
 WRIST_CV = np.array([0.02, -0.01, 0.5])
@@ -39,8 +44,9 @@ def _write_obj(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_obman(tmp: Path, hand) -> dict:
-    """Write the fixture under `tmp`; `hand` is the HandModel that makes `verts_3d`."""
+def write_obman(tmp: Path, hand, pose_only_frames: bool = False) -> dict:
+    """Write the fixture under `tmp`; `hand` is the HandModel that makes `verts_3d`;
+    `pose_only_frames`: also frame `NO_HAND_MESH` (see the module docstring)."""
     root, shapenet = Path(tmp) / "obman", Path(tmp) / "ShapeNetCore.v2"
     split = root / "train"
     for d in ("rgb", "depth", "meta"):
@@ -50,7 +56,8 @@ def write_obman(tmp: Path, hand) -> dict:
     box_f = np.asarray(box.faces)
     expected = {}
     rng = np.random.default_rng(0)
-    for n, i in enumerate((*IDS, NO_IMAGE)):
+    extra = (NO_HAND_MESH,) if pose_only_frames else ()
+    for n, i in enumerate((*IDS, NO_IMAGE, *extra)):
         out = hand.forward_numpy(
             global_orient=np.array([[0.3, -0.4, 0.2 * n]]),
             finger_pose=rng.normal(0.0, 0.15, (1, 45)),
@@ -58,6 +65,8 @@ def write_obman(tmp: Path, hand) -> dict:
         shift = WRIST_CV + np.array([0.004 * n, 0.0, 0.0]) - out.keypoints[0, 0]
         verts_cv = out.vertices[0] + shift
         joints_cv = out.keypoints[0] + shift
+        if i == NO_HAND_MESH:  # every vertex at the wrist: a hand mesh of zero area
+            verts_cv = np.repeat(joints_cv[:1], len(verts_cv), axis=0)
         if i == DOUBLE_SIDED:
             cls, oid = "03797390", "doublesided0"
             # an open box modelled double-sided, as ShapeNet's thin containers often are:

@@ -18,6 +18,10 @@ Work is cut into shards by position in the task sequence (task t goes to shard
 - bad samples (unreadable or empty mesh, non-finite values, filter rejects, too few inside
   points) are left out and listed with their reason in ``bad_samples.json``;
   ``strict=True`` raises :class:`BadSampleError` at the first one instead;
+- with ``PrepareConfig.pose_only``, a sample whose SDF part fails for a reason in its
+  content (filter reject, invalid mesh, too few inside points) while its image, camera and
+  joints are sound is kept as a *pose-only* sample (no points, no meshes; the reason kept
+  with it) in its shard's pose-only group, for the pose stage (see ``gsdf_data.shards``);
 - a sample dropped for a reason that can change (a missing file, an I/O error) is marked
   ``"retry": true`` and its shard is redone on the next run; content drops are final;
 - a resume trusts a finished shard only when its size and checksum match its record, and
@@ -98,7 +102,9 @@ class PrepareConfig:
     sampling: points and SDF. filter: the double-sided filter (``None`` = off) applied to the
     object mesh. seed: with the sample id, selects each sample's random stream.
     shard_size: samples per shard. precision: ``"compact"`` or ``"full"`` (see shards).
-    image_format: encoding of array images ("png" or "jpg").
+    image_format: encoding of array images ("png" or "jpg"). pose_only: keep samples whose
+    SDF part fails for a content reason as pose-only samples (see the module docstring)
+    instead of dropping them.
     """
 
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -107,6 +113,7 @@ class PrepareConfig:
     shard_size: int = 128
     precision: str = "compact"
     image_format: str = "png"
+    pose_only: bool = False
 
     def to_dict(self) -> dict:
         return config_io.to_dict(self)
@@ -132,7 +139,8 @@ class PrepareConfig:
         """The digest, and the digests the same configuration had in older manifests: under a
         deprecated SDF backend name (``"open3d"`` for ``"ours"``) and with the distance
         engine field (always ``"bvh"``) that sampling configurations had. Shard sets made
-        then resume."""
+        then resume; and, without pose-only samples, without the ``pose_only`` field (sets
+        made before it existed)."""
         now = self.to_dict()
         backends = [now["sampling"]["backend"]]
         backends += [old for old, new in BACKEND_ALIASES.items() if new == backends[0]]
@@ -144,6 +152,9 @@ class PrepareConfig:
                 if engine is not None:
                     d["sampling"]["distance_engine"] = engine
                 out.add(_digest(d))
+                if not d["pose_only"]:
+                    del d["pose_only"]
+                    out.add(_digest(d))
         return out
 
 
@@ -176,6 +187,7 @@ class PrepareReport:
     shards_skipped: list[str] = field(default_factory=list)
     shards_redone: list[str] = field(default_factory=list)
     n_written: int = 0
+    n_pose_only: int = 0
     bad: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -183,8 +195,9 @@ class PrepareReport:
         redone = f", {len(self.shards_redone)} redone" if self.shards_redone else ""
         retry = sum(1 for b in self.bad if b.get("retry"))
         again = f"; {retry} may load on a rerun (missing file, I/O error)" if retry else ""
+        pose = f" + {self.n_pose_only} pose-only" if self.n_pose_only else ""
         return (
-            f"{self.n_written} samples in {len(self.shards_written)} new shards "
+            f"{self.n_written} samples{pose} in {len(self.shards_written)} new shards "
             f"({len(self.shards_skipped)} already done{redone}, {len(self.bad)} bad samples"
             f"{again}) in {self.seconds:.1f} s -> {self.out_dir}"
         )
@@ -228,6 +241,8 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     validate_mesh(pair.obj_mesh, "object mesh")
     K = _finite("K", pair.K, (3, 3))
     joints = _finite("joints", pair.joints, (21, 3))
+    if pair.obj is not None and pair.obj.reject:  # the reader's cache already said no
+        raise ValueError(f"double-sided filter: {pair.obj.reject}")
     filtered = None if pair.obj is None else pair.obj.filtered
     if config.filter is not None and filtered != config.filter:
         res = double_sided_check(pair.obj_mesh, config.filter)
@@ -272,6 +287,32 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
     }
 
 
+def make_pose_sample(pair: Pair) -> dict:
+    """The pose-only sample of a :class:`Pair` whose SDF part cannot be made: image, camera,
+    joints, rotations, object centre (the adapter's, else the object mesh's bounding-box
+    centre) and pose. Raises ValueError (one line) when those are not usable either."""
+    K = _finite("K", pair.K, (3, 3))
+    joints = _finite("joints", pair.joints, (21, 3))
+    if pair.obj_center is not None:
+        centre = _finite("obj_center", pair.obj_center, (3,))
+    else:
+        ov = np.asarray(getattr(pair.obj_mesh, "vertices", np.zeros((0, 3))), np.float64)
+        if not (ov.ndim == 2 and len(ov) and np.isfinite(ov).all()):
+            raise ValueError("no object centre (none given, no usable object mesh)")
+        centre = 0.5 * (ov.min(0) + ov.max(0))
+    return {
+        "sample_id": str(pair.sample_id),
+        "seq_id": str(pair.seq_id or ""),
+        "frame_idx": int(pair.frame_idx),
+        "image": pair.image,
+        "K": K,
+        "joints": joints,
+        "hand_rotmats": pair.hand_rotmats,
+        "obj_center": centre,
+        "obj_pose": pair.obj_pose,
+    }
+
+
 def drop_kind(exc: BaseException) -> str:
     """Why a sample failed, for what to do next: ``"retry"`` when an OSError (a missing file,
     an I/O error) is in its cause chain, so a rerun may succeed; ``"setup"`` when it is not one
@@ -287,23 +328,41 @@ def drop_kind(exc: BaseException) -> str:
     return "content" if isinstance(exc, ValueError) else "setup"
 
 
+def _reason(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def _process(task, index: int, config: PrepareConfig) -> tuple:
-    """Worker body: ("ok", index, sample) or ("bad", index, sample_id, reason, kind)."""
+    """Worker body: ("ok", index, sample), ("pose", index, pose-only sample, reason) or
+    ("bad", index, sample_id, reason, kind)."""
     sid = _task_id(task, index)
     try:
-        from gsdf_data.shards import encode_sample
+        from gsdf_data.shards import encode_pose_sample, encode_sample
 
         pair = _load(task)
         sid = str(pair.sample_id)
-        sample = make_sample(pair, config)
+        try:
+            sample = make_sample(pair, config)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if not config.pose_only or drop_kind(e) != "content":
+                raise
+            reason = _reason(e)
+            try:
+                pose = encode_pose_sample(make_pose_sample(pair), config.image_format, reason)
+            except ValueError as e2:
+                if _reason(e2) == reason:  # the pose itself is what failed
+                    raise e from None
+                raise ValueError(f"{reason}; not kept as pose-only: {_reason(e2)}") from e
+            return ("pose", index, pose, reason)
         # encoded here, in the worker: the process writing the shards only writes
         enc = encode_sample(sample, config.sampling.n, config.precision, config.image_format)
         return ("ok", index, enc)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # any failure of one sample is that sample's problem
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return ("bad", index, sid, msg, drop_kind(e))
+        return ("bad", index, sid, _reason(e), drop_kind(e))
 
 
 def parse_shard_spec(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -359,7 +418,7 @@ def _redo_reason(out: Path, record: dict, ids: set[str] | None = None) -> str:
 
     if ids is not None:
         done = set(record.get("sample_ids", [])) | {
-            str(b.get("sample_id")) for b in record.get("bad", [])
+            str(b.get("sample_id")) for b in record.get("bad", []) + record.get("pose_only", [])
         }
         if done != ids:
             return "moved"
@@ -392,7 +451,7 @@ def _preflight(tasks: Sequence, indices: list[int], config: PrepareConfig, probe
     first = None
     for i in picks:
         res = _process(tasks[i], i, config)
-        if res[0] == "ok" or res[4] == "content":
+        if res[0] != "bad" or res[4] == "content":
             return
         key = res[3].split(":", 1)[0]
         if first is None:
@@ -411,25 +470,30 @@ def _rebuild_manifest(out: Path, config: PrepareConfig, n_shards: int, n_tasks: 
     from gsdf_data.files import atomic_write_text
     from gsdf_data.shards import write_manifest
 
-    entries, bad = [], []
+    entries, bad, pose = [], [], []
     for j in range(n_shards):
         r = _done(out, j, config.digests())
         if r is not None:
-            entries.append({k: r[k] for k in ("file", "n_samples", "sha256", "bytes")})
+            keys = ("file", "n_samples", "sha256", "bytes", "n_pose_only")
+            entries.append({k: r[k] for k in keys if k in r})
             bad += r["bad"]
+            pose += r.get("pose_only", [])
     atomic_write_text(out / BAD_REPORT, json.dumps(bad, indent=1) + "\n")
-    return write_manifest(
-        out,
-        entries,
-        {
-            "code_version": __version__,
-            "config": config.to_dict(),
-            "config_digest": config.digest(),
-            "expected_shards": n_shards,
-            "n_tasks": n_tasks,
-            "n_bad": len(bad),
-        },
-    )
+    extra = {
+        "code_version": __version__,
+        "config": config.to_dict(),
+        "config_digest": config.digest(),
+        "expected_shards": n_shards,
+        "n_tasks": n_tasks,
+        "n_bad": len(bad),
+    }
+    if pose:  # why the pose-only samples have no SDF points, counted by reason
+        reasons: dict[str, int] = {}
+        for p in pose:
+            key = str(p.get("reason", "")).split(":", 1)[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+        extra["pose_only_reasons"] = dict(sorted(reasons.items()))
+    return write_manifest(out, entries, extra)
 
 
 def prepare_pairs(
@@ -523,7 +587,7 @@ def prepare_pairs(
                     raise BadSampleError(res[2], res[3])
                 pending[j].append(("bad", idx, bad))
             else:
-                pending[j].append(("ok", idx, res[2]))
+                pending[j].append((res[0], idx, res[2]))
             remaining[j] -= 1
             if bar is not None:
                 bar.update(1)
@@ -538,10 +602,10 @@ def prepare_pairs(
                 )
                 bads = []
                 for kind, _, item in items:
-                    if kind == "ok":
-                        writer.add(item)
-                    else:
+                    if kind == "bad":
                         bads.append({**item, "shard": shard_name(j)})
+                    else:
+                        writer.add(item)
                 entry = writer.close()
                 record = {
                     **entry,
@@ -549,9 +613,16 @@ def prepare_pairs(
                     "sample_ids": [it["sample_id"] for k, _, it in items if k == "ok"],
                     "bad": bads,
                 }
+                if entry.get("n_pose_only"):
+                    record["pose_only"] = [
+                        {"sample_id": it["sample_id"], "reason": it["reason"]}
+                        for k, _, it in items
+                        if k == "pose"
+                    ]
                 atomic_write_text(_record_path(out, j), json.dumps(record) + "\n")
                 report.shards_written.append(entry["file"])
                 report.n_written += entry["n_samples"]
+                report.n_pose_only += entry.get("n_pose_only", 0)
                 report.bad += bads
                 if on_shard is not None:
                     on_shard(entry["file"])
@@ -591,10 +662,17 @@ def _refuse_empty(out: Path, digests: set[str], n_shards: int, n_tasks: int) -> 
     if not records or sum(int(r.get("n_samples", 0)) for r in records):
         return
     bad = [b for r in records for b in r.get("bad", [])]
+    pose = [p for r in records for p in r.get("pose_only", [])]
     atomic_write_text(out / BAD_REPORT, json.dumps(bad, indent=1) + "\n")
     (out / "manifest.json").unlink(missing_ok=True)
-    top = Counter(str(b.get("reason", "")).split(":", 1)[0] for b in bad).most_common(2)
+    top = Counter(str(b.get("reason", "")).split(":", 1)[0] for b in bad + pose).most_common(2)
     why = ", ".join(f"{n} x {r}" for r, n in top)
+    if pose:
+        raise PrepareError(
+            f"kept none of the {len(bad) + len(pose)} samples with SDF points ({why}; "
+            f"{len(pose)} only as pose-only samples, listed in the shard records); "
+            "no manifest written"
+        )
     raise PrepareError(
         f"kept none of the {len(bad)} samples tried ({why}; each in {out / BAD_REPORT}); "
         "no manifest written"

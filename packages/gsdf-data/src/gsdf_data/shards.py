@@ -31,6 +31,18 @@ so that each of the four sets training draws from (hand in, hand out, object in,
 is one cyclic range of rows. ``points`` and ``sdf`` are contiguous and uncompressed, so the
 reader maps them straight from the file (``numpy.memmap``) and a balanced draw of 2,000
 points costs one gather, not a decompression: measured in ``bench/bench_sdf.py``.
+
+*Pose-only samples* (optional; a shard without them has neither the group nor the attribute,
+exactly as before): frames whose image and hand annotation are usable but which have no SDF
+points (on ObMan, the pairs the double-sided filter rejects: the reference trains its pose
+stage on them, ``train_138k``, and its SDF stage without, ``train_87k``). They live in the
+group ``pose_only`` of the same shard file, beside the samples with points, with the file
+attribute ``n_pose_only`` = M and, per sample, ``sample_id``, ``seq_id``, ``image``,
+``reason`` (why it has no points) and the per-sample fields above (``norm_*`` NaN). The
+manifest entry of such a shard carries ``n_pose_only``. A :class:`ShardSet` indexes the
+samples with points only (the SDF stage's set; ``n_samples`` keeps that meaning);
+:meth:`ShardSet.with_pose_only` is the same set followed by the pose-only samples (the pose
+stage's set).
 """
 
 from __future__ import annotations
@@ -62,6 +74,9 @@ FIXED_FIELDS = {
     "frame_idx": ((), np.int64),
 }
 NAN_ALLOWED = {"hand_rotmats", "obj_pose"}
+POSE_GROUP = "pose_only"
+# pose-only samples have no unit cube: their normalisation is NaN
+POSE_NAN_ALLOWED = NAN_ALLOWED | {"norm_offset", "norm_scale"}
 MESH_FIELDS = (
     ("hand_verts", np.float32),
     ("hand_faces", np.int32),
@@ -203,6 +218,36 @@ def encode_sample(
     return s
 
 
+_POSE = "_pose_only_for"
+
+
+def encode_pose_sample(sample: dict, image_format: str = "png", reason: str = "") -> dict:
+    """A pose-only sample (the keys of a sample dict without points, SDFs and meshes;
+    ``norm_offset``/``norm_scale`` may be absent) in the form a shard stores it, with
+    ``reason``: why it has no SDF points. What :meth:`ShardWriter.add` stores in the shard's
+    ``pose_only`` group."""
+    s = {
+        "sample_id": str(sample["sample_id"]),
+        "seq_id": str(sample.get("seq_id", "") or ""),
+        "reason": str(reason),
+        _POSE: image_format,
+    }
+    for k, (shape, dtype) in FIXED_FIELDS.items():
+        v = sample.get(k)
+        if v is None:
+            if k not in POSE_NAN_ALLOWED and k != "frame_idx":
+                raise ValueError(f"{s['sample_id']}: missing {k}")
+            v = -1 if k == "frame_idx" else np.full(shape, np.nan)
+        a = np.asarray(v, dtype=dtype)
+        if a.shape != shape:
+            raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
+        if k not in POSE_NAN_ALLOWED and not np.isfinite(a).all():
+            raise ValueError(f"{s['sample_id']}: non-finite values in {k}")
+        s[k] = a
+    s["image"] = np.frombuffer(encode_image(sample["image"], image_format), np.uint8)
+    return s
+
+
 class ShardWriter:
     """Collects samples and writes one shard atomically on :meth:`close`.
 
@@ -232,13 +277,25 @@ class ShardWriter:
         self.image_format = image_format
         self.attrs = dict(attrs or {})
         self._samples: list[dict] = []
+        self._pose: list[dict] = []
 
     def __len__(self) -> int:
+        """Samples with SDF points buffered (pose-only ones: :attr:`n_pose_only`)."""
         return len(self._samples)
+
+    @property
+    def n_pose_only(self) -> int:
+        return len(self._pose)
 
     def add(self, sample: dict) -> None:
         """Validate and buffer one sample (a sample dict, or what :func:`encode_sample` made
-        of one with this writer's settings)."""
+        of one with this writer's settings, or a pose-only sample from
+        :func:`encode_pose_sample`)."""
+        if sample.get(_POSE):
+            if sample[_POSE] != self.image_format:
+                raise ValueError(f"{sample['sample_id']}: encoded for other shard settings")
+            self._pose.append(sample)
+            return
         if not sample.get(_ENCODED):
             sample = encode_sample(sample, self.n_points, self.precision, self.image_format)
         elif sample[_ENCODED] != (self.n_points, self.precision, self.image_format):
@@ -252,8 +309,11 @@ class ShardWriter:
         n = len(ss)
         with atomic_write(self.path) as tmp:
             digest, size = self._write(tmp, ss)
-        self._samples = []
-        return {"file": self.path.name, "n_samples": n, "sha256": digest, "bytes": size}
+        entry = {"file": self.path.name, "n_samples": n, "sha256": digest, "bytes": size}
+        if self._pose:
+            entry["n_pose_only"] = len(self._pose)
+        self._samples, self._pose = [], []
+        return entry
 
     def _write(self, tmp: Path, ss: list[dict]) -> tuple[str, int]:
         """Write the samples ``ss`` to the file ``tmp``; its (sha256, size)."""
@@ -300,7 +360,25 @@ class ShardWriter:
                     shuffle=bool(len(flat)),
                 )
                 f.create_dataset(k + "_ptr", data=ptr)
+            if self._pose:
+                self._write_pose(f, self._pose)
         return file_sha256(tmp), tmp.stat().st_size
+
+    @staticmethod
+    def _write_pose(f, ps: list[dict]) -> None:
+        """The ``pose_only`` group: the per-sample fields of the pose-only samples ``ps``."""
+        import h5py
+
+        str_dt = h5py.string_dtype()
+        f.attrs["n_pose_only"] = len(ps)
+        g = f.create_group(POSE_GROUP)
+        for k in ("sample_id", "seq_id", "reason"):
+            g.create_dataset(k, data=[p[k] for p in ps], dtype=str_dt)
+        for k in FIXED_FIELDS:
+            g.create_dataset(k, data=np.stack([p[k] for p in ps]))
+        img = g.create_dataset("image", shape=(len(ps),), dtype=h5py.vlen_dtype(np.uint8))
+        for i, p in enumerate(ps):
+            img[i] = p["image"]
 
 
 @dataclass
@@ -316,6 +394,9 @@ class _Shard:
     # sample), and the image dataset handle: a name lookup costs more than the read itself
     fields: dict | None = None
     images: object = None
+    n_pose: int = 0  # pose-only samples (group POSE_GROUP)
+    pose_fields: dict | None = None
+    pose_images: object = None
 
 
 def _memmap(path: Path, dset) -> np.ndarray | None:
@@ -329,6 +410,10 @@ def _memmap(path: Path, dset) -> np.ndarray | None:
     return np.memmap(path, dtype=dset.dtype, mode="r", offset=off, shape=dset.shape).view(
         np.ndarray
     )
+
+
+# what a pose-only sample lacks
+_POINT_KEYS = ("points", "sdf_hand", "sdf_obj", *(k for k, _ in MESH_FIELDS))
 
 
 def _draw(rng: np.random.Generator, length: int, k: int) -> np.ndarray:
@@ -357,6 +442,9 @@ def _manifest_entries(root: Path, m: dict) -> list[dict]:
             raise ShardSetError(f"{root / MANIFEST}: broken shard entry {e!r}")
         if not isinstance(e.get("n_samples"), int) or e["n_samples"] < 0:
             raise ShardSetError(f"{root / MANIFEST}: {e['file']}: broken sample count")
+        n_pose = e.get("n_pose_only", 0)
+        if not isinstance(n_pose, int) or n_pose < 0:
+            raise ShardSetError(f"{root / MANIFEST}: {e['file']}: broken pose-only count")
     return entries
 
 
@@ -443,8 +531,8 @@ def _fingerprint(items: list[tuple[str, object]]) -> str:
 
 
 def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -> tuple:
-    """([(path, n_samples)] of the shards a reader may use, in name order, and the set's
-    fingerprint); ShardSetError when the set is not what its manifest says (see
+    """([(path, n_samples, n_pose_only)] of the shards a reader may use, in name order, and
+    the set's fingerprint); ShardSetError when the set is not what its manifest says (see
     :class:`ShardSet`)."""
     on_disk = sorted(p.name for p in root.glob(SHARD_GLOB))
     if not (root / MANIFEST).is_file() and allow_partial:
@@ -454,14 +542,15 @@ def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -
         for name in on_disk:
             try:
                 with h5py.File(root / name, "r") as f:
-                    files.append((root / name, int(f.attrs["n_samples"])))
+                    n, n_pose = int(f.attrs["n_samples"]), int(f.attrs.get("n_pose_only", 0))
+                    files.append((root / name, n, n_pose))
             except Exception as e:  # a truncated or foreign file fails anywhere inside h5py
                 raise ShardSetError(
                     f"{root / name}: unreadable ({type(e).__name__}: {e})"
                 ) from None
-        for path, n in files:
-            _check_metadata(path, n)
-        return files, _fingerprint([(p.name, p.stat().st_size) for p, _ in files])
+        for path, n, n_pose in files:
+            _check_metadata(path, n, n_pose)
+        return files, _fingerprint([(p.name, p.stat().st_size) for p, _, _ in files])
     m = read_manifest(root)
     entries = _manifest_entries(root, m)
     listed = {e["file"] for e in entries}
@@ -499,20 +588,23 @@ def _open_files(root: Path, allow_partial: bool, verify: bool, progress: bool) -
                 f"{root}: checksum mismatch in {_listing(bad)} (damaged on disk or changed "
                 "after prepare); prepare them again"
             )
-    files = [(root / e["file"], int(e["n_samples"])) for e in sorted(use, key=lambda e: e["file"])]
-    for path, n in files:
-        _check_metadata(path, n)
+    files = [
+        (root / e["file"], int(e["n_samples"]), int(e.get("n_pose_only", 0)))
+        for e in sorted(use, key=lambda e: e["file"])
+    ]
+    for path, n, n_pose in files:
+        _check_metadata(path, n, n_pose)
     return files, _fingerprint([(e["file"], e.get("sha256")) for e in use])
 
 
-def _check_metadata(path: Path, n: int) -> None:
+def _check_metadata(path: Path, n: int, n_pose: int = 0) -> None:
     """ShardSetError when a shard's metadata does not hold what a reader needs (found here,
     at open, instead of as a KeyError in a DataLoader worker hours later)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            problems = _check_layout(path.name, f, n)
+            problems = _check_layout(path.name, f, n, n_pose)
     except Exception as e:  # a corrupt file can fail anywhere inside h5py
         problems = [f"{path.name}: unreadable ({type(e).__name__}: {e})"]
     if problems:
@@ -535,6 +627,11 @@ class ShardSet:
 
     Safe to pass to DataLoader worker processes: files are (re)opened lazily per process, and
     unpickling does not verify again.
+
+    The indexes cover the samples with SDF points. Pose-only samples (see the module
+    docstring) are counted in :attr:`n_pose_only`; :meth:`with_pose_only` (or
+    ``pose_only=True``) gives the same set followed by them: index i below the number of
+    samples with points is the same sample in both.
     """
 
     def __init__(
@@ -543,45 +640,85 @@ class ShardSet:
         allow_partial: bool = False,
         verify: bool = True,
         progress: bool = False,
+        pose_only: bool = False,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: no such directory")
         files, self.fingerprint = _open_files(self.root, allow_partial, verify, progress)
-        self._shards = [_Shard(p, n) for p, n in files if n > 0]
-        self._starts = np.cumsum([0] + [s.n for s in self._shards])
+        self._build(files, pose_only)
+
+    def _build(self, files: list[tuple], pose_only: bool) -> None:
+        """Index segments: each shard's samples with points, then (``pose_only``) each
+        shard's pose-only samples."""
+        self._files = [(Path(f[0]), int(f[1]), int(f[2]) if len(f) > 2 else 0) for f in files]
+        self.includes_pose_only = bool(pose_only)
+        self._shards = [_Shard(p, n, n_pose=m) for p, n, m in self._files if n > 0 or m > 0]
+        self._segments = [(s, False, s.n) for s in self._shards if s.n > 0]
+        if pose_only:
+            self._segments += [(s, True, s.n_pose) for s in self._shards if s.n_pose > 0]
+        self._starts = np.cumsum([0] + [n for _, _, n in self._segments])
+
+    def with_pose_only(self) -> ShardSet:
+        """This set followed by its pose-only samples (no verification again): the pose
+        stage's training set. Unchanged when there are none."""
+        out = ShardSet.__new__(ShardSet)
+        out.__setstate__({**self.__getstate__(), "pose_only": True})
+        return out
 
     @property
     def n_shards(self) -> int:
-        return len(self._shards)
+        return sum(1 for s in self._shards if s.n > 0)
+
+    @property
+    def n_sdf(self) -> int:
+        """Samples with SDF points (the set's length without pose-only samples)."""
+        return sum(s.n for s in self._shards)
+
+    @property
+    def n_pose_only(self) -> int:
+        """Pose-only samples in the set (whether or not its indexes include them)."""
+        return sum(s.n_pose for s in self._shards)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
     def __repr__(self) -> str:
-        return f"ShardSet({str(self.root)!r}, {len(self)} samples, {len(self._shards)} shards)"
+        more = f" incl. {self.n_pose_only} pose-only" if self.includes_pose_only else ""
+        return (
+            f"ShardSet({str(self.root)!r}, {len(self)} samples{more}, {len(self._shards)} shards)"
+        )
 
     def __getstate__(self) -> dict:
         return {
             "root": self.root,
-            "files": [(s.path, s.n) for s in self._shards],
+            "files": list(self._files),
             "fingerprint": self.fingerprint,
+            "pose_only": self.includes_pose_only,
         }
 
     def __setstate__(self, state: dict) -> None:
         self.root = state["root"]
         self.fingerprint = state.get("fingerprint", "")
-        self._shards = [_Shard(p, n) for p, n in state["files"]]
-        self._starts = np.cumsum([0] + [s.n for s in self._shards])
+        self._build(state["files"], state.get("pose_only", False))
 
-    def _locate(self, i: int) -> tuple[_Shard, int]:
+    def is_pose_only(self, i: int) -> bool:
+        """Whether sample i has no SDF points (only when the set includes pose-only ones)."""
+        return self._segment(i)[1]
+
+    def _segment(self, i: int) -> tuple[_Shard, bool, int]:
         n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"sample index {i} out of range for {n} samples")
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        s = self._shards[k]
+        s, pose, _ = self._segments[k]
+        return s, pose, i - int(self._starts[k])
+
+    def _locate(self, i: int) -> tuple[_Shard, int, bool]:
+        """(shard, row, pose-only) of sample i, the shard opened in this process."""
+        s, pose, j = self._segment(i)
         if s.pid != os.getpid():
             import h5py
 
@@ -591,15 +728,17 @@ class ShardSet:
             s.counts = s.h5["counts"][:]
             s.fields = {}
             s.images = s.h5["image"]
+            s.pose_fields = {}
+            s.pose_images = s.h5[POSE_GROUP]["image"] if s.n_pose else None
             s.pid = os.getpid()
-        return s, i - int(self._starts[k])
+        return s, j, pose
 
     def close(self) -> None:
         for s in self._shards:
             if s.h5 is not None and s.pid == os.getpid():
                 s.h5.close()
             s.h5, s.points, s.sdf, s.pid = None, None, None, -1
-            s.fields, s.images = None, None
+            s.fields, s.images, s.pose_fields, s.pose_images = None, None, None, None
 
     def __enter__(self) -> ShardSet:
         return self
@@ -612,29 +751,33 @@ class ShardSet:
         import h5py
 
         out = []
-        for s in self._shards:
+        for s, pose, _ in self._segments:
             with h5py.File(s.path, "r") as f:
-                out += [x.decode() if isinstance(x, bytes) else x for x in f["sample_id"][:]]
+                ids = (f[POSE_GROUP] if pose else f)["sample_id"][:]
+                out += [x.decode() if isinstance(x, bytes) else x for x in ids]
         return out
 
     @staticmethod
-    def _encoded_image(s: _Shard, j: int) -> np.ndarray:
+    def _encoded_image(s: _Shard, j: int, pose: bool = False) -> np.ndarray:
         """Encoded bytes of image j as a uint8 array: one low-level read (h5py's selection
         machinery costs twice the read itself for one variable-length row)."""
         import h5py
 
-        space = s.images.id.get_space()
+        images = s.pose_images if pose else s.images
+        space = images.id.get_space()
         space.select_hyperslab((j,), (1,))
         out = np.empty((1,), dtype=object)
-        s.images.id.read(h5py.h5s.create_simple((1,)), space, out)
+        images.id.read(h5py.h5s.create_simple((1,)), space, out)
         return out[0]
 
     @staticmethod
-    def _field(s: _Shard, k: str) -> np.ndarray:
-        """The whole per-sample dataset k of shard s, read once per process."""
-        if k not in s.fields:
-            s.fields[k] = s.h5[k][:]
-        return s.fields[k]
+    def _field(s: _Shard, k: str, pose: bool = False) -> np.ndarray:
+        """The whole per-sample dataset k of shard s (of its pose-only samples when
+        ``pose``), read once per process."""
+        cache = s.pose_fields if pose else s.fields
+        if k not in cache:
+            cache[k] = (s.h5[POSE_GROUP] if pose else s.h5)[k][:]
+        return cache[k]
 
     def _point_arrays(self, s: _Shard, j: int) -> tuple[np.ndarray, np.ndarray]:
         pts = s.points[j] if s.points is not None else s.h5["points"][j]
@@ -650,22 +793,30 @@ class ShardSet:
         return self.get(i)
 
     def get(self, i: int, keys: tuple[str, ...] | None = None) -> dict:
-        """Like ``self[i]`` but only ``keys`` (e.g. skip the 40,000 points or the meshes)."""
-        s, j = self._locate(i)
+        """Like ``self[i]`` but only ``keys`` (e.g. skip the 40,000 points or the meshes).
+
+        A pose-only sample has no points, SDFs or meshes (asking for them by ``keys`` is a
+        KeyError) and NaN ``norm_offset``/``norm_scale``; ``self[i]`` returns the rest."""
+        s, j, pose = self._locate(i)
         f = s.h5
         want = (lambda k: True) if keys is None else (lambda k: k in keys)
         out: dict = {}
         for k in ("sample_id", "seq_id"):
             if want(k):
-                v = self._field(s, k)[j]
+                v = self._field(s, k, pose)[j]
                 out[k] = v.decode() if isinstance(v, bytes) else str(v)
         for k in FIXED_FIELDS:
             if want(k):
-                out[k] = self._field(s, k)[j].copy()
+                out[k] = self._field(s, k, pose)[j].copy()
         if "frame_idx" in out:
             out["frame_idx"] = int(out["frame_idx"])
         if want("image"):
-            out["image"] = decode_image(self._encoded_image(s, j))
+            out["image"] = decode_image(self._encoded_image(s, j, pose))
+        if pose:
+            missing = [k for k in keys or () if k in _POINT_KEYS]
+            if missing:
+                raise KeyError(f"sample {i} is pose-only: no {', '.join(missing)}")
+            return out
         if want("points") or want("sdf_hand") or want("sdf_obj"):
             pts, sdf = self._point_arrays(s, j)
             out["points"] = self._decode_points(pts)
@@ -695,7 +846,9 @@ class ShardSet:
         without replacement where the category has enough points.
         """
         rng = rng if rng is not None else np.random.default_rng()
-        s, j = self._locate(i)
+        s, j, pose = self._locate(i)
+        if pose:
+            raise ValueError(f"sample {i} is pose-only: it has no SDF points")
         c0, c1, c2, c3 = (int(x) for x in s.counts[j])
         total = c0 + c1 + c2 + c3
         # (start, length) of the four cyclic ranges: hand in, hand out, object in, object out
@@ -743,6 +896,9 @@ def write_manifest(root: str | Path, entries: list[dict], extra: dict) -> dict:
         **extra,
         "shards": sorted(entries, key=lambda e: e["file"]),
     }
+    n_pose = int(sum(e.get("n_pose_only", 0) for e in entries))
+    if n_pose:  # absent when there are none: such a manifest reads as before
+        m["n_pose_only"] = n_pose
     atomic_write_text(Path(root) / MANIFEST, json.dumps(m, indent=1, sort_keys=True) + "\n")
     return m
 
@@ -754,7 +910,8 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
     count, datasets and shapes, finite values (NaN allowed only where the schema says
     "unknown"), that stored categories agree with the SDF signs, the inside/outside quotas
     per mesh (``min_per_side``, default from the manifest's config), duplicate sample ids
-    and left-over temporary files of interrupted runs.
+    and left-over temporary files of interrupted runs. Pose-only samples: their count
+    against the manifest, their datasets, finite values and ids (unique among all samples).
     """
     import h5py
 
@@ -795,7 +952,7 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
     for p in sorted(root.glob(TEMP_GLOB)):
         problems.append(f"{p.name}: temporary file of an interrupted run")
     ids: dict[str, str] = {}
-    total = 0
+    total = total_pose = 0
     for e in entries:
         name = e["file"]
         path = root / name
@@ -809,18 +966,23 @@ def check(root: str | Path, min_per_side: int | None = None, deep: bool = True) 
             with h5py.File(path, "r") as f:
                 problems += _check_shard(name, f, e, min_per_side, ids, deep)
                 total += int(f.attrs["n_samples"])
+                total_pose += int(f.attrs.get("n_pose_only", 0))
         except Exception as ex:  # a corrupt file can fail anywhere inside h5py
             problems.append(f"{name}: unreadable ({type(ex).__name__}: {ex})")
     if total != m.get("n_samples"):
         problems.append(f"{MANIFEST}: n_samples {m.get('n_samples')}, shards hold {total}")
+    elif total_pose != m.get("n_pose_only", 0):
+        problems.append(
+            f"{MANIFEST}: n_pose_only {m.get('n_pose_only', 0)}, shards hold {total_pose}"
+        )
     elif not problems and total == 0:
         # a set with nothing to train on is what a failed prepare leaves, not a result
         problems.append(f"{root}: holds no samples")
     return problems
 
 
-def _check_layout(name: str, f, n_listed: int) -> list[str]:
-    """Problems with a shard's metadata: schema version, sample count against its manifest
+def _check_layout(name: str, f, n_listed: int, n_pose_listed: int = 0) -> list[str]:
+    """Problems with a shard's metadata: schema version, sample counts against its manifest
     entry, the datasets and their shapes (cheap: no data is read)."""
     out = []
     if f.attrs.get("schema_version") != SCHEMA_VERSION:
@@ -843,24 +1005,52 @@ def _check_layout(name: str, f, n_listed: int) -> list[str]:
             out.append(f"{name}: dataset {k} missing")
         elif shape is not None and f[k].shape != shape:
             out.append(f"{name}: {k} has shape {f[k].shape}, expected {shape}")
+    return out + _check_pose_layout(name, f, n_pose_listed)
+
+
+def _check_pose_layout(name: str, f, n_listed: int) -> list[str]:
+    """Problems with a shard's pose-only group (absent, with no count, when it has none)."""
+    try:
+        m = int(f.attrs.get("n_pose_only", 0))
+    except (TypeError, ValueError):
+        return [f"{name}: broken metadata (pose-only count)"]
+    if m != n_listed:
+        return [f"{name}: {m} pose-only samples, manifest says {n_listed}"]
+    if m == 0:
+        return [f"{name}: group {POSE_GROUP} without pose-only samples"] if POSE_GROUP in f else []
+    if POSE_GROUP not in f:
+        return [f"{name}: group {POSE_GROUP} missing"]
+    g = f[POSE_GROUP]
+    want = {k: (m, *shape) for k, (shape, _) in FIXED_FIELDS.items()}
+    want.update(sample_id=(m,), seq_id=(m,), reason=(m,), image=(m,))
+    out = []
+    for k, shape in want.items():
+        if k not in g:
+            out.append(f"{name}: dataset {POSE_GROUP}/{k} missing")
+        elif g[k].shape != shape:
+            out.append(f"{name}: {POSE_GROUP}/{k} has shape {g[k].shape}, expected {shape}")
     return out
 
 
 def _check_shard(name, f, entry, min_per_side, ids, deep) -> list[str]:
-    out = _check_layout(name, f, entry["n_samples"])
+    out = _check_layout(name, f, entry["n_samples"], entry.get("n_pose_only", 0))
     n = int(f.attrs.get("n_samples", 0))
     p = int(f.attrs.get("n_points", 0))
     if out:
         return out
-    for sid in f["sample_id"][:]:
-        sid = sid.decode() if isinstance(sid, bytes) else str(sid)
-        if sid in ids:
-            out.append(f"{name}: sample id {sid} also in {ids[sid]}")
-        ids[sid] = name
-    for k in FIXED_FIELDS:
-        a = f[k][:]
-        if k not in NAN_ALLOWED and not np.isfinite(a).all():
-            out.append(f"{name}: non-finite values in {k}")
+    groups = [("", f, NAN_ALLOWED)]
+    if POSE_GROUP in f:
+        groups.append((f"{POSE_GROUP}/", f[POSE_GROUP], POSE_NAN_ALLOWED))
+    for prefix, g, nan_allowed in groups:
+        for sid in g["sample_id"][:]:
+            sid = sid.decode() if isinstance(sid, bytes) else str(sid)
+            if sid in ids:
+                out.append(f"{name}: sample id {sid} also in {ids[sid]}")
+            ids[sid] = name
+        for k in FIXED_FIELDS:
+            a = g[k][:]
+            if k not in nan_allowed and not np.isfinite(a).all():
+                out.append(f"{name}: non-finite values in {prefix}{k}")
     for k, _ in MESH_FIELDS:
         ptr = f[k + "_ptr"][:]
         if ptr[-1] != len(f[k]) or np.any(np.diff(ptr) <= 0):

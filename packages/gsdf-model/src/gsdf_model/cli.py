@@ -128,6 +128,13 @@ def _user_errors():
     type=click.IntRange(min=0),
     help="Seed of the initial weights, the sample order and the augmentation (default 0).",
 )
+@click.option(
+    "--pose-only",
+    type=click.Choice(["use", "expect", "require", "ignore"]),
+    help="The set's pose-only samples (frames without SDF points) in stage 1: use them, "
+    "expect them (a warning when there are none; the obman preset), require them (an error "
+    "when none) or ignore them. Default: the preset's.",
+)
 def train_cmd(
     preset,
     data,
@@ -147,6 +154,7 @@ def train_cmd(
     mano,
     allow_partial,
     seed,
+    pose_only,
 ):
     """Train the two stages (pose, then SDF with the pose frozen); re-running resumes."""
     import dataclasses
@@ -155,7 +163,7 @@ def train_cmd(
     from gsdf_data.cli.errors import writable_dir
     from gsdf_model.data import open_shards
     from gsdf_model.runtime import model_config_for, resolve_split, train_config_for
-    from gsdf_model.train import train
+    from gsdf_model.train import stage_data, train
 
     try:
         cfg = train_config_for(preset)
@@ -163,6 +171,7 @@ def train_cmd(
             cfg = cfg.scaled(cfg.sdf_epochs if epochs is None else epochs, pose_epochs)
         changes = {"batch_size": batch_size, "pose_batch_size": pose_batch_size, "lr": lr}
         changes |= {"num_workers": workers, "amp": amp, "compile": compile_ or None, "seed": seed}
+        changes["pose_only"] = pose_only
         changes["init_from"] = None if init_from is None else str(Path(init_from).resolve())
         cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     except ValueError as err:  # a TrainConfig that fails its checks
@@ -180,7 +189,17 @@ def train_cmd(
     except _user_errors() as err:
         raise click.ClickException(str(err)) from None
     writable_dir(out)
-    click.echo(f"training on {len(shards)} samples ({shards.n_shards} shards) from {split_dir}")
+    try:
+        stages = stage_data(shards, cfg)
+    except _user_errors() as err:
+        raise click.ClickException(str(err)) from None
+    pose = f" + {shards.n_pose_only} pose-only" if shards.n_pose_only else ""
+    click.echo(
+        f"training on {len(shards)} samples{pose} ({shards.n_shards} shards) from {split_dir}"
+    )
+    click.echo(stages.describe(cfg))
+    if stages.note:
+        click.echo(stages.note)
     try:
         model_cfg = model_config_for(preset)
         if mano is not None:

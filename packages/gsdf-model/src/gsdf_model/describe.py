@@ -127,7 +127,17 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
         "epochs",
         f"  points per sample: {t.n_hand} hand + {t.n_obj} object (half inside, half "
         f"outside); augmentation: {aug}",
+        f"  data: stage 2 on the samples with SDF points, stage 1 also on the set's pose-only "
+        f"samples ({_POSE_ONLY[t.pose_only]})",
     ]
+
+
+_POSE_ONLY = {
+    "use": "when it has any",
+    "expect": "expected: a warning when it has none",
+    "require": "required: an error when it has none",
+    "ignore": "no: ignored",
+}
 
 
 def describe(cfg: ModelConfig, n_points: int = 2000, train: TrainConfig | None = None) -> str:

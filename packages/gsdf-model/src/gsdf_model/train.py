@@ -6,7 +6,9 @@
     train_step()   forward, loss, backward, optimizer step; no host sync
 
 Stage 1 trains the pose branch; stage 2 freezes the hand pose predictor and trains the rest
-on L_op + 0.5·L_hsdf + 0.5·L_osdf. One run directory holds everything:
+on L_op + 0.5·L_hsdf + 0.5·L_osdf. Stage 1 also trains on the shard set's pose-only samples
+(frames without SDF points, `stage_data`), as the reference's ObMan pose stage does.
+One run directory holds everything:
 
     RUN/config.json      model + train configuration (for people; the checkpoint is the truth)
     RUN/last.pt          latest checkpoint (written to a temporary name, then renamed)
@@ -70,8 +72,58 @@ __all__ = [
     "get_train_preset",
     "load_checkpoint_file",
     "model_from_checkpoint",
+    "stage_data",
     "train",
 ]
+
+
+@dataclass(frozen=True)
+class StageData:
+    """What each stage trains on. pose: stage 1's samples (the SDF stage's, then the
+    pose-only ones when they are used); sdf: stage 2's (the samples with SDF points);
+    n_pose_only: the pose-only samples among `pose`; n_ignored: those left out
+    (`pose_only="ignore"`); note: one line for the user when the set lacks what the schedule
+    expects, else None."""
+
+    pose: Any
+    sdf: Any
+    n_pose_only: int
+    n_ignored: int = 0
+    note: str | None = None
+
+    def describe(self, cfg: TrainConfig) -> str:
+        """One line: how many samples each stage trains on."""
+        ignored = f", {self.n_ignored} pose-only ignored" if self.n_ignored else ""
+        return (
+            f"stage 1 (pose, {cfg.pose_epochs} epochs): {len(self.pose)} samples incl. "
+            f"{self.n_pose_only} pose-only{ignored}; stage 2 (SDF, {cfg.sdf_epochs} epochs): "
+            f"{len(self.sdf)} samples with SDF points"
+        )
+
+
+def stage_data(shards: Any, cfg: TrainConfig) -> StageData:
+    """Each stage's samples from one shard set (`gsdf_data.shards.ShardSet`, or any dataset
+    object: those without pose-only samples train both stages on the same samples).
+    `cfg.pose_only` decides about the set's pose-only samples; "require" with none is a
+    UserError, "expect" with none gives the `note`."""
+    n_pose = int(getattr(shards, "n_pose_only", 0) or 0)
+    with_pose = getattr(shards, "with_pose_only", None)
+    if n_pose and cfg.pose_only == "ignore":
+        return StageData(shards, shards, 0, n_ignored=n_pose)
+    if n_pose and callable(with_pose):
+        return StageData(with_pose(), shards, n_pose)
+    note = None
+    if cfg.pose_only in ("expect", "require"):
+        msg = (
+            f"the shard set has no pose-only samples, so stage 1 trains on the {len(shards)} "
+            "samples with SDF points only, not on every training frame as the reference's "
+            "ObMan pose stage (train_138k) does; prepare the data with --pose-only to keep "
+            "the others"
+        )
+        if cfg.pose_only == "require":
+            raise UserError(msg + " (or train with --pose-only use)")
+        note = f"warning: {msg} (--pose-only use: no warning)"
+    return StageData(shards, shards, 0, note=note)
 
 
 @dataclass
@@ -82,7 +134,7 @@ class Run:
     cfg: TrainConfig
     model_cfg: Any
     net: nn.Module
-    dataset: GSDFDataset
+    dataset: GSDFDataset  # stage 2's (and stage 1's unless pose_dataset is set)
     dist: Dist
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler
@@ -94,6 +146,7 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     seconds: float = 0.0
+    pose_dataset: GSDFDataset | None = None  # stage 1's when it has pose-only samples
 
     @property
     def device(self) -> torch.device:
@@ -149,7 +202,8 @@ def train(
     torchvision ResNet-18 state-dict file. build / shards: a network factory and
     a ready dataset object instead of GSDFNet and the shards under `data` (used by tests).
     Summary: {"epochs", "start_epoch", "first_loss", "final_loss", "checkpoint",
-    "samples_per_s", "train_seconds"}.
+    "samples_per_s", "train_seconds", "stage_samples"}; stage_samples: {"stage1",
+    "pose_only", "stage2", "note"} (see `stage_data`).
     """
     cfg = train_cfg if train_cfg is not None else train_config_for(preset)
     model_cfg = model_cfg if model_cfg is not None else model_config_for(preset)
@@ -181,6 +235,7 @@ def setup_run(
             raise UserError(f"cannot open shards in {str(split_dir)!r}: {err}") from None
     if len(shards) == 0:
         raise UserError("the training set is empty")
+    data_for = stage_data(shards, cfg)
     augment = None
     if cfg.augment:
         augment = AugmentConfig(
@@ -192,6 +247,11 @@ def setup_run(
     dataset = GSDFDataset(
         shards, cfg.n_hand, cfg.n_obj, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
     )
+    pose_dataset = None
+    if data_for.pose is not shards:  # stage 1 also on the pose-only samples
+        pose_dataset = GSDFDataset(
+            data_for.pose, 0, 0, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
+        )
 
     out = Path(out)
     hand = hand_of(model_cfg)
@@ -224,6 +284,7 @@ def setup_run(
             "preset": preset,
             "model": config_to_dict(model_cfg),
             "train": dataclasses.asdict(cfg),
+            "data": _stage_samples(data_for),
         }
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     amp = amp_dtype(cfg.amp, dist.device)
@@ -243,6 +304,7 @@ def setup_run(
         resume_from=ckpt,
         start_epoch=start,
         hand_model=hand,
+        pose_dataset=pose_dataset,
     )
     if ckpt is not None and ckpt.get("scaler") and run.scaler.is_enabled():
         run.scaler.load_state_dict(ckpt["scaler"])
@@ -252,8 +314,18 @@ def setup_run(
         "checkpoint": str(out / "last.pt"),
         "first_loss": None,
         "final_loss": None,
+        "stage_samples": _stage_samples(data_for),
     }
     return run
+
+
+def _stage_samples(d: StageData) -> dict[str, Any]:
+    return {
+        "stage1": len(d.pose),
+        "pose_only": d.n_pose_only,
+        "stage2": len(d.sdf),
+        "note": d.note,
+    }
 
 
 def _load_backbones(net: nn.Module, spec: str | Path) -> None:
@@ -320,6 +392,8 @@ def train_stage(run: Run, stage: int) -> None:
 
 def _loader(run: Run, stage: int, epoch: int) -> torch.utils.data.DataLoader:
     cfg, dist, dataset = run.cfg, run.dist, run.dataset
+    if stage == 1 and run.pose_dataset is not None:
+        dataset = run.pose_dataset
     batch = dist.per_process(cfg.pose_batch_size if stage == 1 else cfg.batch_size)
     dataset.set_epoch(epoch)
     # The pose stage needs no SDF points: skip sampling them.

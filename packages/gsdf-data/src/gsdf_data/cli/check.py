@@ -29,4 +29,5 @@ def check(directory, quick, min_per_side):
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) in {directory}")
     m = json.loads((Path(directory) / MANIFEST).read_text())
-    click.echo(f"ok: {m['n_samples']} samples in {m['n_shards']} shards ({directory})")
+    pose = f" + {m['n_pose_only']} pose-only" if m.get("n_pose_only") else ""
+    click.echo(f"ok: {m['n_samples']} samples{pose} in {m['n_shards']} shards ({directory})")

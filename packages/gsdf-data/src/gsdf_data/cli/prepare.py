@@ -34,6 +34,14 @@ def _common(f):
             help="Double-sided filter on the objects (default: on for ObMan train/val only, "
             "as the reference).",
         ),
+        click.option(
+            "--pose-only/--no-pose-only",
+            "pose_only",
+            default=None,
+            help="Keep the frames whose SDF points cannot be made (double-sided filter, too few "
+            "inside points) as pose-only samples for the pose stage (default: on for ObMan "
+            "train, whose pose stage the reference trains on every frame, train_138k).",
+        ),
         click.option("--seed", default=0, show_default=True, help="SDF sampling seed."),
         click.option(
             "--points",
@@ -55,7 +63,7 @@ def _common(f):
     return f
 
 
-def _config(sdf_backend, use_filter, seed, shard_size, points):
+def _config(sdf_backend, use_filter, seed, shard_size, points, pose_only=False):
     from gsdf_data.filter import FilterConfig
     from gsdf_data.prepare import PrepareConfig
     from gsdf_data.sampling import SamplingConfig
@@ -66,10 +74,11 @@ def _config(sdf_backend, use_filter, seed, shard_size, points):
         seed=seed,
         shard_size=shard_size,
         image_format="jpg",
+        pose_only=pose_only,
     )
 
 
-def _settings(kw, default_filter=False):
+def _settings(kw, default_filter=False, default_pose_only=False):
     """The run's PrepareConfig and the object cache (<out>/objects) the readers share; the
     output folder is checked first, before any dataset is read."""
     from pathlib import Path
@@ -87,7 +96,10 @@ def _settings(kw, default_filter=False):
             headless_platform()
         except RuntimeError as e:
             raise click.ClickException(str(e)) from None
-    config = _config(kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"])
+    pose_only = default_pose_only if kw["pose_only"] is None else kw["pose_only"]
+    config = _config(
+        kw["sdf_backend"], use_filter, kw["seed"], kw["shard_size"], kw["points"], pose_only
+    )
     return config, ObjectCache(str(Path(kw["out"]) / "objects"), config.filter)
 
 
@@ -134,13 +146,17 @@ def prepare():
 def obman(root, shapenet, mano, split, **kw):
     """ObMan (ROOT/{train,val,test}/{rgb,meta}) with its ShapeNet objects.
 
-    On the real train split with the reference thresholds, 87,190 samples are kept.
+    On the real train split with the reference thresholds, 87,190 samples are kept with SDF
+    points, and (by default on train) the frames the filter rejects as pose-only samples.
     """
     from gsdf_data.datasets.common import HandSpec
     from gsdf_data.datasets.obman import check_hand_model, obman_tasks
 
-    # the reference filters the training pairs only; all 6,285 test samples are evaluated
-    config, objects = _settings(kw, default_filter=split != "test")
+    # the reference filters the training pairs only; all 6,285 test samples are evaluated.
+    # Its pose stage trains on every training frame (train_138k), its SDF stage on the 87k.
+    config, objects = _settings(
+        kw, default_filter=split != "test", default_pose_only=split == "train"
+    )
     try:
         tasks, drops = obman_tasks(
             root, shapenet, split, HandSpec(mano, True, "obman"), objects=objects

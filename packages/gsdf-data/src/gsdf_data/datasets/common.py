@@ -96,10 +96,16 @@ class DropCounter:
         return dict(sorted(self.counts.items()))
 
 
-def format_summary(name: str, kept: int, dropped: dict[str, int]) -> str:
-    """One summary line plus one line per drop reason, e.g. for `prepare obman`."""
-    total = kept + sum(dropped.values())
-    lines = [f"{name}: kept {kept} of {total} samples, dropped {sum(dropped.values())}"]
+def format_summary(
+    name: str, kept: int, dropped: dict[str, int], pose_only: dict[str, int] | None = None
+) -> str:
+    """One summary line plus one line per drop reason, e.g. for `prepare obman`; `pose_only`:
+    the samples kept without SDF points, by reason (a line each)."""
+    n_pose = sum((pose_only or {}).values())
+    total = kept + n_pose + sum(dropped.values())
+    pose = f", {n_pose} pose-only (no SDF points)" if n_pose else ""
+    lines = [f"{name}: kept {kept} of {total} samples{pose}, dropped {sum(dropped.values())}"]
+    lines += [f"  pose-only {n:>5d}  {reason}" for reason, n in sorted((pose_only or {}).items())]
     lines += [f"  dropped {n:>7d}  {reason}" for reason, n in sorted(dropped.items())]
     return "\n".join(lines)
 
@@ -147,10 +153,12 @@ def make_pair(
     )
 
 
-def load_object(path: str, objects=None):
+def load_object(path: str, objects=None, keep_rejected: bool = False):
     """The `ObjectModel` of the object mesh file `path` (in its own frame), through the
     `ObjectCache` `objects` when given (which also applies its double-sided filter). Raises
-    SampleError with the reason (unreadable mesh, filter reject)."""
+    SampleError with the reason (unreadable mesh, filter reject). `keep_rejected`: return a
+    model the filter rejects (its `reject` says why; `make_sample` refuses it, and the
+    pipeline can keep the frame as a pose-only sample)."""
     from gsdf_data.meshes import MeshError
     from gsdf_data.object_cache import read_object
 
@@ -158,7 +166,7 @@ def load_object(path: str, objects=None):
         obj = read_object(path) if objects is None else objects.load(path)
     except MeshError as e:
         raise SampleError(f"object mesh: {e}") from e
-    if obj.reject:
+    if obj.reject and not keep_rejected:
         raise SampleError(f"double-sided filter: {obj.reject}")
     return obj
 
@@ -214,6 +222,7 @@ def run_prepare(
     # counts over every shard of the set (this run's and earlier runs')
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     kept = int(manifest.get("n_samples", 0))
+    pose_only = dict(manifest.get("pose_only_reasons", {}))
     # every drop has a line: the reader's (e.g. left hands) beside the pipeline's, which
     # prepare_pairs rewrote from the shard records just now
     bad_path = Path(out_dir) / "bad_samples.json"
@@ -221,12 +230,11 @@ def run_prepare(
     bad += drops.entries
     atomic_write_text(bad_path, json.dumps(bad, indent=1) + "\n")
     dropped = drop_summary(drops, bad)
-    text = format_summary(name, kept, dropped)
+    text = format_summary(name, kept, dropped, pose_only)
     if skipped:
         text += "\n" + "\n".join(f"  skipped {n:>7d}  {r}" for r, n in skipped.items() if n)
-    atomic_write_text(
-        Path(out_dir) / "dataset_summary.json",
-        json.dumps({"dataset": name, "kept": kept, "dropped": dropped, "skipped": skipped or {}},
-                   indent=1) + "\n",
-    )  # fmt: skip
+    summary = {"dataset": name, "kept": kept, "dropped": dropped, "skipped": skipped or {}}
+    if pose_only:
+        summary["pose_only"] = pose_only
+    atomic_write_text(Path(out_dir) / "dataset_summary.json", json.dumps(summary, indent=1) + "\n")
     return report, text

@@ -158,7 +158,9 @@ class ObManTask:
                 "hand model the data was made with (--mano)"
             )
         joints = to_camera(meta["coords_3d"])
-        obj = load_object(object_path(meta, self.shapenet_root), self.objects)
+        # a filter reject still loads: the frame can be a pose-only sample (the reference's
+        # pose stage trains on them, train_138k); make_sample gives the reject as its reason
+        obj = load_object(object_path(meta, self.shapenet_root), self.objects, keep_rejected=True)
         full, pose, centre = object_transform(meta)
         obj_verts = obj.verts @ full[:3, :3].T + full[:3, 3]
         try:
