@@ -49,25 +49,32 @@ def parameter_counts(net: GSDFNet) -> dict[str, int]:
 
 
 def example_batch(
-    cfg: ModelConfig, batch_size: int = 1, n_points: int = 2000, device: str | torch.device = "cpu"
+    cfg: ModelConfig,
+    batch_size: int = 1,
+    n_points: int = 2000,
+    device: str | torch.device = "cpu",
+    frame_labels: bool = False,
 ) -> dict[str, Tensor]:
-    """A plausible random batch (hand ~0.5 m in front of the camera) for shapes and timing."""
+    """A plausible random batch (hand ~0.5 m in front of the camera) for shapes and timing.
+    frame_labels (video presets): labels for every frame of the clip, (B,T,...), as the
+    trainer's video batches carry them; otherwise frame t's."""
     g = torch.Generator().manual_seed(0)
     b, s = batch_size, cfg.image_size
     shape = (b, cfg.n_frames, 3, s, s) if cfg.n_frames > 1 else (b, 3, s, s)
+    lead = (b, cfg.n_frames) if frame_labels and cfg.n_frames > 1 else (b,)
     f = 1.8 * s
     K = torch.tensor([[f, 0.0, s / 2 - 0.5], [0.0, f, s / 2 - 0.5], [0.0, 0.0, 1.0]])
-    joints = torch.randn(b, 21, 3, generator=g) * 0.03 + torch.tensor([0.0, 0.0, 0.5])
-    center = joints[:, 0] + torch.randn(b, 3, generator=g) * 0.03
-    points = joints[:, :1] + torch.randn(b, n_points, 3, generator=g) * 0.06
+    joints = torch.randn(*lead, 21, 3, generator=g) * 0.03 + torch.tensor([0.0, 0.0, 0.5])
+    center = joints[..., 0, :] + torch.randn(*lead, 3, generator=g) * 0.03
+    points = joints[..., :1, :] + torch.randn(*lead, n_points, 3, generator=g) * 0.06
     batch = {
         "image": torch.rand(shape, generator=g),
-        "K": K.expand(b, 3, 3).clone(),
+        "K": K.expand(*lead, 3, 3).clone(),
         "joints": joints,
         "obj_center": center,
         "points": points,
-        "sdf_hand": torch.randn(b, n_points, generator=g) * 0.01,
-        "sdf_obj": torch.randn(b, n_points, generator=g) * 0.01,
+        "sdf_hand": torch.randn(*lead, n_points, generator=g) * 0.01,
+        "sdf_obj": torch.randn(*lead, n_points, generator=g) * 0.01,
     }
     return {k: v.to(device) for k, v in batch.items()}
 
