@@ -115,12 +115,24 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
         if t.rotation_dist == "gaussian"
         else f"U(±{t.rotation_deg:g}°)"
     )
+    shift = (
+        f", crop centre shifted by U[±{t.crop_shift:g}] of its side per axis (virtual camera)"
+        if t.crop_shift > 0
+        else ""
+    )
     aug = (
         f"rotation {angle} with p {t.rotation_prob:g}, "
-        f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel"
+        f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel{shift}"
         if t.augment
         else "off"
     )
+    frames = ""
+    if cfg.n_frames > 1:
+        frames = (
+            f"; every frame of the {cfg.n_frames}-frame clip supervised (mean over frames)"
+            if t.video_frames == "all"
+            else "; frame t of each clip supervised"
+        )
     return [
         "schedule (global batches, split over DDP processes; lr restarts at each stage):",
         f"  stage 1 pose: {t.pose_epochs} epochs, batch {t.pose_batch_size}, Adam lr {t.lr:g} "
@@ -131,7 +143,7 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
         f"{halvings(t.lr_halve_every, t.sdf_epochs)}; {cfg.obj_pose_weight:g} x object centre "
         f"+ {cfg.hand_sdf_weight:g} x L1 hand SDF + {cfg.obj_sdf_weight:g} x L1 object SDF "
         f"(clamp {cfg.clamp:g}), each decoder on its own mesh's points for the first {own} "
-        "epochs",
+        f"epochs{frames}",
         f"  points per sample: {t.n_hand} hand + {t.n_obj} object (half inside, half "
         f"outside); augmentation: {aug}",
     ]
