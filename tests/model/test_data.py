@@ -336,3 +336,210 @@ def test_dataloader_workers_give_the_items_of_the_main_process(tmp_path):
         for key in ("image", "points", "sdf_hand", "joints", "obj_center", "K"):
             assert torch.equal(got[k][key], want[key]), key
         assert got[k]["image"].dtype == torch.float32 and "colour" not in got[k]
+
+
+def test_video_frame_labels_are_each_frames_own():
+    """With frame_labels every frame of the clip carries its own K, joints, object centre and
+    SDF points (turned with the clip's one rotation); frame t's are the frame-t-only item's."""
+    rng = np.random.default_rng(11)
+    samples = [sphere_sample(rng, sample_id=f"a{f}", seq_id="a", frame_idx=f) for f in range(3)]
+    samples[2]["K"] = K * np.array([[1.1], [1.1], [1.0]], np.float32)  # another crop
+    aug = AugmentConfig(rotation_prob=1.0, colour_scale=0.0)
+    kw = {"n_hand": 40, "n_obj": 30, "video": True, "augment": aug, "seed": 5}
+    every = GSDFDataset(InMemoryShards(samples), frame_labels=True, **kw)[1]
+    middle = GSDFDataset(InMemoryShards(samples), **kw)[1]
+    assert every["K"].shape == (3, 3, 3) and every["joints"].shape == (3, 21, 3)
+    assert every["points"].shape == (3, 70, 3) and every["sdf_obj"].shape == (3, 70)
+    for k in ("K", "joints", "obj_center", "points", "sdf_hand", "sdf_obj"):
+        assert torch.equal(every[k][1], middle[k]), k
+    assert torch.equal(every["image"], middle["image"])
+    np.testing.assert_allclose(every["K"][2].numpy(), samples[2]["K"], atol=1e-4)
+    j = middle["joints"].double().numpy()
+    R = np.linalg.lstsq(samples[1]["joints"].astype(np.float64), j, rcond=None)[0].T
+    for t, s in enumerate(samples):
+        np.testing.assert_allclose(every["joints"][t].numpy(), s["joints"] @ R.T, atol=1e-5)
+        c_h, r_h, c_o, r_o = s["_centres"]
+        pts = every["points"][t].double().numpy()
+        np.testing.assert_allclose(
+            every["sdf_hand"][t], np.linalg.norm(pts - R @ c_h, axis=1) - r_h, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            every["sdf_obj"][t], np.linalg.norm(pts - R @ c_o, axis=1) - r_o, atol=1e-5
+        )
+    assert not torch.equal(every["points"][0], every["points"][1])  # each frame its own draw
+
+
+# A DexYCB-like crop: the principal point of the original camera lies outside the crop (the
+# hand was right of and above the image centre), f of a 640×480 RealSense scaled to the crop.
+K_DEX = np.array([[790.0, 0.0, -40.0], [0.0, 790.0, 310.0], [0.0, 0.0, 1.0]])
+
+
+def dexycb_like_sample(rng):
+    """Joints 0.5–0.8 m away, back-projected from whole pixels inside the crop; a red, a green
+    and a blue 3×3 dot centred on the projections of joints 3, 9 and 17; spheres about
+    joints 0 and 9."""
+    uv = rng.integers(60, 196, (21, 2)).astype(np.float64)
+    z = rng.uniform(0.5, 0.8, 21)
+    joints = (np.linalg.inv(K_DEX) @ np.c_[uv, np.ones(21)].T).T * z[:, None]
+    s = sphere_sample(rng)
+    image = np.full((256, 256, 3), 40, np.uint8)
+    for ch, j in enumerate((3, 9, 17)):
+        iu, iv = int(uv[j, 0]), int(uv[j, 1])
+        image[iv - 1 : iv + 2, iu - 1 : iu + 2] = 0
+        image[iv - 1 : iv + 2, iu - 1 : iu + 2, ch] = 255
+    c_h, c_o = joints[0], joints[9]
+    r_h, r_o = 0.04, 0.03
+    lo, hi = np.minimum(c_h - r_h, c_o - r_o), np.maximum(c_h + r_h, c_o + r_o)
+    offset, scale = (lo + hi) / 2, np.linalg.norm(hi - lo) / 2 * 1.03
+    cam = s["points"].astype(np.float64) * scale + offset
+    s.update(
+        image=image,
+        K=K_DEX.astype(np.float32),
+        joints=joints.astype(np.float32),
+        obj_center=c_o.astype(np.float32),
+        norm_offset=offset.astype(np.float32),
+        norm_scale=np.float32(scale),
+        sdf_hand=((np.linalg.norm(cam - c_h, axis=1) - r_h) / scale).astype(np.float32),
+        sdf_obj=((np.linalg.norm(cam - c_o, axis=1) - r_o) / scale).astype(np.float32),
+        _centres=(c_h, r_h, c_o, r_o),
+    )
+    return s
+
+
+def dot_centre(image, ch):
+    """Centre (u, v) of the dot of colour channel ch: the centroid of how much that channel
+    exceeds the others (0 on the grey background and the black border)."""
+    img = image.astype(np.float64)
+    w = np.clip(img[..., ch] - np.delete(img, ch, axis=-1).max(-1), 0, None)
+    v, u = np.mgrid[: img.shape[0], : img.shape[1]]
+    return (w * u).sum() / w.sum(), (w * v).sum() / w.sum()
+
+
+def reference_virtual_camera(K, centre):
+    """The reference's virtual camera (zerchen/gSDF `update_virtual_camera_after_crop`),
+    written from its angles: for the ray (x, y, 1) through the new centre, a turn about x by
+    θ, sin θ = −y/√(1+x²+y²), then about y by φ, sin φ = x/√(1+x²); R = R_y R_x takes the
+    virtual camera's axes into this camera's frame."""
+    x, y, _ = np.linalg.inv(K) @ np.array([centre[0], centre[1], 1.0])
+    theta = math.atan2(-y, math.sqrt(1 + x * x))
+    phi = math.atan2(x, 1.0)
+    c, s = math.cos(theta), math.sin(theta)
+    R_x = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    c, s = math.cos(phi), math.sin(phi)
+    R_y = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    return R_y @ R_x
+
+
+def _reference_shift(seed, epoch, index, aug):
+    """The crop shift the loader draws for (seed, epoch, index) without SDF points, written
+    out: the rotation draw(s), the three colour factors, then U[±crop_shift] for x and y."""
+    rng = np.random.default_rng([seed, epoch, index])
+    if rng.random() < aug.rotation_prob:
+        rng.standard_normal()
+    rng.uniform(0.8, 1.2, 3)
+    return rng.uniform(-aug.crop_shift, aug.crop_shift, 2)
+
+
+def test_crop_shift_turns_a_virtual_camera_to_the_new_centre():
+    """DexYCB: the crop centre moves by U[±10 %] of the side; the labels are in the frame of
+    the reference's virtual camera looking through the new centre, with the principal point
+    at the image centre; the dots of the warped image sit where the new joints project."""
+    rng = np.random.default_rng(13)
+    s = dexycb_like_sample(rng)
+    aug = AugmentConfig(rotation_prob=0.0, colour_scale=0.0, crop_shift=0.1)
+    ds = GSDFDataset(InMemoryShards([s]), n_hand=0, n_obj=0, augment=aug, seed=2)
+    shifts = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        shift = _reference_shift(2, epoch, 0, aug)
+        shifts.append(shift)
+        centre = 128.0 + 256.0 * shift
+        R = reference_virtual_camera(K_DEX, centre)
+        np.testing.assert_allclose(
+            item["K"].numpy(), [[790.0, 0, 128.0], [0, 790.0, 128.0], [0, 0, 1]], atol=1e-4
+        )
+        j = item["joints"].double().numpy()
+        np.testing.assert_allclose(j, s["joints"].astype(np.float64) @ R, atol=2e-6)
+        # the ray through the new centre is the new optical axis
+        ray = np.linalg.inv(K_DEX) @ np.array([*centre, 1.0])
+        np.testing.assert_allclose(R.T @ ray / np.linalg.norm(ray), [0, 0, 1], atol=1e-12)
+        image = item["image"].permute(1, 2, 0).numpy().astype(np.float64)
+        for ch, jj in enumerate((3, 9, 17)):
+            u, v = (item["K"].double().numpy() @ j[jj])[:2] / j[jj][2]
+            ux, vy = dot_centre(image, ch)
+            assert abs(ux - u) <= 0.25 and abs(vy - v) <= 0.25, (epoch, jj, (ux, vy), (u, v))
+    assert np.abs(np.array(shifts)).max() > 0.03  # it did move
+
+
+def test_crop_shift_with_rotation_keeps_image_joints_and_sdf_consistent():
+    """Shift and rotation together: the rotation turns about the virtual camera's axis (the
+    image centre), the dots follow the joints, the SDF points the spheres, rigidly."""
+    rng = np.random.default_rng(14)
+    s = dexycb_like_sample(rng)
+    aug = AugmentConfig(rotation_prob=1.0, rotation_deg=30.0, colour_scale=0.0, crop_shift=0.1)
+    ds = GSDFDataset(InMemoryShards([s]), n_hand=60, n_obj=60, augment=aug, seed=3)
+    _, r_h, _, r_o = s["_centres"]
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        j = item["joints"].double().numpy()
+        d_old = np.linalg.norm(s["joints"][:, None] - s["joints"][None], axis=-1)
+        np.testing.assert_allclose(np.linalg.norm(j[:, None] - j[None], axis=-1), d_old, atol=1e-5)
+        Kn = item["K"].double().numpy()
+        image = item["image"].permute(1, 2, 0).numpy().astype(np.float64)
+        for ch, jj in enumerate((3, 9, 17)):
+            u, v = (Kn @ j[jj])[:2] / j[jj][2]
+            ux, vy = dot_centre(image, ch)
+            assert abs(ux - u) <= 0.25 and abs(vy - v) <= 0.25, (epoch, jj, (ux, vy), (u, v))
+        pts = item["points"].double().numpy()
+        np.testing.assert_allclose(
+            item["sdf_hand"], np.linalg.norm(pts - j[0], axis=1) - r_h, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            item["sdf_obj"], np.linalg.norm(pts - j[9], axis=1) - r_o, atol=1e-5
+        )
+        np.testing.assert_allclose(item["obj_center"].numpy(), j[9], atol=1e-6)
+
+
+def test_crop_shift_distribution_is_the_references():
+    """Read back from the labels (the virtual optical axis through the new centre): x and y
+    shifts independent, each U[−10 %, 10 %] of the side."""
+    from scipy import stats
+
+    s = dexycb_like_sample(np.random.default_rng(15))
+    small = 32
+    s["image"] = np.zeros((small, small, 3), np.uint8)
+    s["K"] = (K_DEX * np.array([[1 / 8], [1 / 8], [1.0]])).astype(np.float32)
+    aug = AugmentConfig(rotation_prob=0.0, colour_scale=0.0, crop_shift=0.1)
+    n = 400
+    ds = GSDFDataset(InMemoryShards([s] * n), n_hand=0, n_obj=0, augment=aug, image_size=small)
+    X = s["joints"].astype(np.float64)
+    Kc = ds[0]["K"].double().numpy()
+    shifts = np.empty((n, 2))
+    for i in range(n):
+        Vt = np.linalg.lstsq(X, ds[i]["joints"].double().numpy(), rcond=None)[0].T
+        axis = Vt[2]  # the virtual z axis in the camera frame of the stored crop
+        c = s["K"].astype(np.float64) @ axis  # where the stored crop sees it: the new centre
+        shifts[i] = (c[:2] / c[2] - small / 2) / small
+    np.testing.assert_allclose(Kc[:2, 2], [small / 2, small / 2])
+    for a in range(2):
+        assert stats.kstest(shifts[:, a], stats.uniform(-0.1, 0.2).cdf).pvalue > 1e-3
+    assert abs(np.corrcoef(shifts.T)[0, 1]) < 0.15
+
+
+def test_obman_presets_do_not_shift_the_crop_dexycb_presets_do():
+    from gsdf_model.config import PRESETS, get_train_preset
+
+    assert get_train_preset("obman").crop_shift == 0.0
+    assert get_train_preset("tiny").crop_shift == 0.0
+    dexycb = [p for p in PRESETS if p != "obman" and not p.startswith("tiny")]
+    assert {"dexycb", "dexycb-video", "k1", "v4", "single"} <= set(dexycb)
+    assert all(get_train_preset(p).crop_shift == 0.1 for p in dexycb)
+    # without a shift no virtual camera: K, joints and the stream as before (ObMan's K)
+    s = sphere_sample(np.random.default_rng(16))
+    aug = AugmentConfig(rotation_prob=0.0, colour_scale=0.2)
+    item = GSDFDataset(InMemoryShards([s]), n_hand=8, n_obj=8, augment=aug)[0]
+    np.testing.assert_array_equal(item["K"].numpy(), K)
+    np.testing.assert_array_equal(item["joints"].numpy(), s["joints"])
+    np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), s["image"])

@@ -331,3 +331,67 @@ def test_hand_only_pose_stage_leaves_the_sdf_backbone_untouched():
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None for p in net.backbones["shape"].parameters())
     assert any(p.grad is not None for p in net.backbones["hand"].parameters())
+
+
+def _video_net_and_clip(n_points=24):
+    cfg = get_preset("tiny", visual="v4", n_frames=3)
+    net = tiny(visual="v4", n_frames=3).eval()
+    batch = example_batch(cfg, 2, n_points, frame_labels=True)
+    return net, batch
+
+
+def test_video_loss_supervises_every_frame():
+    """The reference's video model: every frame of the clip through the frozen pose net, its
+    own object centre, refined feature map and points; each loss term the mean over the
+    frames of that frame's term. A target changed in frame t−1 or t+1 changes the loss."""
+    from gsdf_model import losses
+
+    net, batch = _video_net_and_clip()
+    net.freeze_pose()
+    with torch.no_grad():
+        out = net(batch, stage=2)
+        assert out["sdf_hand"].shape == (2 * 3, 24) and out["joints"].shape == (6, 21, 3)
+        loss = net.loss(batch, out, stage=2, own_points=12)
+        # written out per frame: rows b·T + f of the flat outputs are frame f of clip b
+        per_frame = []
+        for f in range(3):
+            rows = [b * 3 + f for b in range(2)]
+            out_f = {k: v[rows] for k, v in out.items()}
+            batch_f = {k: v[:, f] if k != "image" else v for k, v in batch.items()}
+            per_frame.append(losses.stage2_loss(net.cfg, batch_f, out_f, 12))
+        for k in ("total", "obj_pose", "hand_sdf", "obj_sdf"):
+            torch.testing.assert_close(loss[k], sum(p[k] for p in per_frame) / 3)
+        changes = (
+            (0, "sdf_hand", "hand_sdf"),
+            (2, "sdf_obj", "obj_sdf"),
+            (0, "obj_center", "obj_pose"),
+        )
+        for f, key, term in changes:
+            moved = dict(batch, **{key: batch[key].clone()})
+            moved[key][:, f] += 0.01
+            changed = net.loss(moved, out, stage=2, own_points=12)
+            assert not torch.isclose(changed[term], loss[term]), (f, key)
+
+
+def test_video_every_frame_path_agrees_with_frame_t():
+    """Frame t's predictions are those of the frame-t-only path; the pose stage and the
+    frame-t-only labels see frame t alone."""
+    net, batch = _video_net_and_clip()
+    middle = {k: v[:, 1] if k != "image" else v for k, v in batch.items()}
+    with torch.no_grad():
+        every = net(batch, stage=2)
+        mid = net(middle, stage=2)
+        for k in ("sdf_hand", "sdf_obj", "joints", "obj_center", "wrist"):
+            torch.testing.assert_close(every[k][1::3], mid[k], atol=1e-5, rtol=1e-4)
+        s1, s1_mid = net(batch, stage=1), net(middle, stage=1)
+        torch.testing.assert_close(s1["joints"], s1_mid["joints"])
+        torch.testing.assert_close(
+            net.loss(batch, s1, stage=1)["joints"], net.loss(middle, s1_mid, stage=1)["joints"]
+        )
+    # frame t−1's own camera: a K changed there moves frame t−1's SDFs only
+    moved = {k: v.clone() for k, v in batch.items()}
+    moved["K"][:, 0, :2, 2] += 20.0
+    with torch.no_grad():
+        other = net(moved, stage=2)
+    assert (other["sdf_obj"][0::3] - every["sdf_obj"][0::3]).abs().max() > 1e-6
+    torch.testing.assert_close(other["sdf_obj"][1::3], every["sdf_obj"][1::3])

@@ -23,7 +23,7 @@ def test_bf16_channels_last_training_step(cuda, preset):
     torch.manual_seed(0)
     cfg = get_preset(preset)
     net = GSDFNet(cfg).to(cuda).to(memory_format=torch.channels_last)
-    batch = example_batch(cfg, 2, 500, cuda)
+    batch = example_batch(cfg, 2, 500, cuda, frame_labels=cfg.is_video)  # video: every frame
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     for stage in (1, 2):
         if stage == 2:

@@ -152,9 +152,12 @@ def test_presets_hold_the_reference_schedules():
     assert halvings == [600, 1200]
     assert [e for e in range(1, 100) if lr_at(paper, 1, e) < lr_at(paper, 1, e - 1)] == [40, 80]
     # ObMan's pose stage also trains on the frames without SDF points (train_138k): its
-    # schedule expects pose-only samples; otherwise the schedules are one
+    # schedule expects pose-only samples; DexYCB's crops shift by up to 10 % per axis
+    # (ObMan's not); otherwise the schedules are one
     assert paper.pose_only == "expect" and get_train_preset("dexycb").pose_only == "use"
-    assert get_train_preset("k1") == get_train_preset("dexycb") == paper.replace(pose_only="use")
+    assert paper.crop_shift == 0.0
+    assert get_train_preset("k1") == get_train_preset("dexycb")
+    assert get_train_preset("dexycb") == paper.replace(pose_only="use", crop_shift=0.1)
     assert get_train_preset("dexycb-video").batch_size == 64  # 16 clips x 4 GPUs
     with pytest.raises(KeyError, match="unknown preset"):
         get_train_preset("nope")  # never another preset's schedule
@@ -269,6 +272,44 @@ def test_init_from_a_single_frame_checkpoint_takes_all_but_the_transformer(tmp_p
         torch.testing.assert_close(v, expected, rtol=0, atol=0)
     with pytest.raises(UserError, match="another hand model"):
         init_from_checkpoint(video, tmp_path / "single.pt", "mano:abc")
+
+
+@pytest.mark.parametrize("frames", ["all", "middle"])
+def test_video_training_sees_every_frames_labels_and_the_shifted_crop(tmp_path, frames):
+    """The trainer's video batches: every frame's labels in stage 2 by default (frame t's
+    with video_frames="middle"), the crop shifted with the virtual camera (K's principal
+    point at the image centre; the samples' own is not)."""
+    from gsdf_model.config import get_preset
+    from gsdf_model.network import GSDFNet
+
+    seen = []
+
+    class Recording(GSDFNet):
+        def loss(self, batch, out, stage=2, own_points=None):
+            seen.append((stage, tuple(batch["K"].shape), batch["K"][..., :2, 2].clone()))
+            return super().loss(batch, out, stage, own_points)
+
+    def ik(kp):
+        return torch.eye(3).expand(kp.shape[0], 16, 3, 3), torch.zeros(kp.shape[0], 16, 3)
+
+    rng = np.random.default_rng(3)
+    shards = InMemoryShards([sample(rng, i) for i in range(8)])  # one sequence, frames 0..7
+    cfg = dataclasses.replace(
+        CFG, pose_epochs=1, sdf_epochs=1, n_hand=8, n_obj=8, augment=True,
+        rotation_prob=0.0, crop_shift=0.1, video_frames=frames,
+    )  # fmt: skip
+    train(
+        "tiny", data=tmp_path, out=tmp_path / "run", train_cfg=cfg,
+        model_cfg=get_preset("tiny", visual="v4", n_frames=3), device="cpu", progress=False,
+        build=lambda c: Recording(c, ik=ik), shards=shards,
+    )  # fmt: skip
+    own_pp = (sample(np.random.default_rng(0), 0)["K"][0, 2] + 0.5) * 4 - 0.5  # resized 64→256
+    assert own_pp != 128.0
+    stage2 = [(shape, pp) for stage, shape, pp in seen if stage == 2]
+    assert stage2 and all(
+        shape == ((4, 3, 3, 3) if frames == "all" else (4, 3, 3)) for shape, _ in stage2
+    )
+    assert all(torch.allclose(pp, torch.tensor(128.0)) for _, _, pp in seen)
 
 
 FORKED_WORKERS = """

@@ -159,7 +159,11 @@ class TrainConfig:
     start: "imagenet" (torchvision's weights, the paper presets), "none" (random) or a
     state-dict file. Augmentation (`data.AugmentConfig`, the reference code's by default):
     rotation_deg is the angle's σ ("gaussian", clipped to ±90°) or half-range ("uniform"),
-    applied with probability rotation_prob; colour_jitter: each channel × U[1 − x, 1 + x].
+    applied with probability rotation_prob; colour_jitter: each channel × U[1 − x, 1 + x];
+    crop_shift: the crop centre moves by U[−x, x] of the crop's side per axis, seen by a
+    virtual camera turned towards it (the reference's DexYCB 0.1; ObMan 0: none).
+    video_frames (video presets, stage 2): "all" supervises every frame of the clip (the
+    reference's), "middle" frame t only (a third of the decoder work and SDF points).
     num_workers: DataLoader workers per process; None: from this machine's cores
     (`data.default_workers`). channels_last applies on CUDA only; compile wraps the forward
     in torch.compile (minutes of compilation, then faster steps). pose_only: what stage 1 does
@@ -185,6 +189,8 @@ class TrainConfig:
     rotation_dist: str = "gaussian"
     rotation_prob: float = 0.6
     colour_jitter: float = 0.2
+    crop_shift: float = 0.0
+    video_frames: str = "all"
     num_workers: int | None = None
     amp: str = "auto"
     grad_clip: float = 0.0
@@ -209,6 +215,8 @@ class TrainConfig:
             ),
             (0.0 <= self.rotation_prob <= 1.0, "rotation_prob in [0, 1]"),
             (0.0 <= self.colour_jitter < 1.0, "colour_jitter in [0, 1)"),
+            (0.0 <= self.crop_shift < 0.5, "crop_shift in [0, 0.5)"),
+            (self.video_frames in ("all", "middle"), f"video_frames {self.video_frames!r}"),
             (self.num_workers is None or self.num_workers >= 0, "num_workers >= 0"),
             (self.pose_only in POSE_ONLY_MODES, f"pose_only {self.pose_only!r}"),
         ]
@@ -251,13 +259,15 @@ class Preset:
 # Adam 1e-4 halved at epochs 40 and 80, 32 images per GPU; its stage-2 configs load a
 # checkpoint named `..._b192`, i.e. 192 images per step, which we take. SDF stage: 1600
 # epochs, 64 per GPU x 4 GPUs = 256, halved at 600 and 1200, each decoder on its own
-# mesh's points through epoch 1200 (0-based). Video: 16 clips per GPU x 4 = 64.
+# mesh's points through epoch 1200 (0-based). Video: 16 clips per GPU x 4 = 64. DexYCB
+# crops shift by up to 10 % of their side per axis (`get_aug_config`), ObMan's do not.
 PAPER_SCHEDULE = TrainConfig(backbone_init="imagenet")
-VIDEO_SCHEDULE = PAPER_SCHEDULE.replace(batch_size=64)
 # ObMan: the reference's pose stage trains on every training frame (train_138k), its SDF
 # stage on the frames with SDF points (train_87k); a set without pose-only samples is
 # worth one warning line.
 OBMAN_SCHEDULE = PAPER_SCHEDULE.replace(pose_only="expect")
+DEXYCB_SCHEDULE = PAPER_SCHEDULE.replace(crop_shift=0.1)
+VIDEO_SCHEDULE = DEXYCB_SCHEDULE.replace(batch_size=64)
 # Minutes on a laptop CPU, same code paths: for the demo, the tests and smoke runs. Small
 # batches (more steps per epoch) and no rotation augmentation: a few hundred steps are all it
 # gets. 80 pose epochs fit the joints of a few dozen training frames.
@@ -331,9 +341,9 @@ def _presets() -> dict[str, Preset]:
     def schedule(m: ModelConfig) -> TrainConfig:
         if m.name.startswith("tiny"):
             return TINY_SCHEDULE
-        if m.name == "obman":
-            return OBMAN_SCHEDULE
-        return VIDEO_SCHEDULE if m.is_video else PAPER_SCHEDULE
+        if m.is_video:
+            return VIDEO_SCHEDULE
+        return OBMAN_SCHEDULE if m.name == "obman" else DEXYCB_SCHEDULE  # the rest: DexYCB
 
     return {name: Preset(name, m, schedule(m)) for name, m in models.items()}
 

@@ -49,25 +49,32 @@ def parameter_counts(net: GSDFNet) -> dict[str, int]:
 
 
 def example_batch(
-    cfg: ModelConfig, batch_size: int = 1, n_points: int = 2000, device: str | torch.device = "cpu"
+    cfg: ModelConfig,
+    batch_size: int = 1,
+    n_points: int = 2000,
+    device: str | torch.device = "cpu",
+    frame_labels: bool = False,
 ) -> dict[str, Tensor]:
-    """A plausible random batch (hand ~0.5 m in front of the camera) for shapes and timing."""
+    """A plausible random batch (hand ~0.5 m in front of the camera) for shapes and timing.
+    frame_labels (video presets): labels for every frame of the clip, (B,T,...), as the
+    trainer's video batches carry them; otherwise frame t's."""
     g = torch.Generator().manual_seed(0)
     b, s = batch_size, cfg.image_size
     shape = (b, cfg.n_frames, 3, s, s) if cfg.n_frames > 1 else (b, 3, s, s)
+    lead = (b, cfg.n_frames) if frame_labels and cfg.n_frames > 1 else (b,)
     f = 1.8 * s
     K = torch.tensor([[f, 0.0, s / 2 - 0.5], [0.0, f, s / 2 - 0.5], [0.0, 0.0, 1.0]])
-    joints = torch.randn(b, 21, 3, generator=g) * 0.03 + torch.tensor([0.0, 0.0, 0.5])
-    center = joints[:, 0] + torch.randn(b, 3, generator=g) * 0.03
-    points = joints[:, :1] + torch.randn(b, n_points, 3, generator=g) * 0.06
+    joints = torch.randn(*lead, 21, 3, generator=g) * 0.03 + torch.tensor([0.0, 0.0, 0.5])
+    center = joints[..., 0, :] + torch.randn(*lead, 3, generator=g) * 0.03
+    points = joints[..., :1, :] + torch.randn(*lead, n_points, 3, generator=g) * 0.06
     batch = {
         "image": torch.rand(shape, generator=g),
-        "K": K.expand(b, 3, 3).clone(),
+        "K": K.expand(*lead, 3, 3).clone(),
         "joints": joints,
         "obj_center": center,
         "points": points,
-        "sdf_hand": torch.randn(b, n_points, generator=g) * 0.01,
-        "sdf_obj": torch.randn(b, n_points, generator=g) * 0.01,
+        "sdf_hand": torch.randn(*lead, n_points, generator=g) * 0.01,
+        "sdf_obj": torch.randn(*lead, n_points, generator=g) * 0.01,
     }
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -108,12 +115,24 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
         if t.rotation_dist == "gaussian"
         else f"U(±{t.rotation_deg:g}°)"
     )
+    shift = (
+        f", crop centre shifted by U[±{t.crop_shift:g}] of its side per axis (virtual camera)"
+        if t.crop_shift > 0
+        else ""
+    )
     aug = (
         f"rotation {angle} with p {t.rotation_prob:g}, "
-        f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel"
+        f"colour ×U[{1 - t.colour_jitter:g}, {1 + t.colour_jitter:g}] per channel{shift}"
         if t.augment
         else "off"
     )
+    frames = ""
+    if cfg.n_frames > 1:
+        frames = (
+            f"; every frame of the {cfg.n_frames}-frame clip supervised (mean over frames)"
+            if t.video_frames == "all"
+            else "; frame t of each clip supervised"
+        )
     return [
         "schedule (global batches, split over DDP processes; lr restarts at each stage):",
         f"  stage 1 pose: {t.pose_epochs} epochs, batch {t.pose_batch_size}, Adam lr {t.lr:g} "
@@ -124,7 +143,7 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
         f"{halvings(t.lr_halve_every, t.sdf_epochs)}; {cfg.obj_pose_weight:g} x object centre "
         f"+ {cfg.hand_sdf_weight:g} x L1 hand SDF + {cfg.obj_sdf_weight:g} x L1 object SDF "
         f"(clamp {cfg.clamp:g}), each decoder on its own mesh's points for the first {own} "
-        "epochs",
+        f"epochs{frames}",
         f"  points per sample: {t.n_hand} hand + {t.n_obj} object (half inside, half "
         f"outside); augmentation: {aug}",
         f"  data: stage 2 on the samples with SDF points, stage 1 also on the set's pose-only "

@@ -10,6 +10,13 @@ inputs and outputs of the public methods are camera-frame metres.
 
 Images: float RGB in [0, 1] (or uint8 0–255), (B,3,H,W) or (B,T,3,H,W) with frame t in the
 middle; the network applies ImageNet mean/std itself.
+
+Video training: a clip's labels either belong to frame t only (K (B,3,3), ...) or to every
+frame (K (B,T,3,3), joints (B,T,21,3), obj_center (B,T,3), points (B,T,N,3), sdf_* (B,T,N)).
+With every frame's labels, stage 2 predicts and supervises every frame of the clip, as the
+reference's video model does (each frame through the frozen pose net, its object centre, its
+own refined feature map and its own points; each loss term the mean over the frames); the
+pose stage takes frame t's.
 """
 
 from __future__ import annotations
@@ -31,6 +38,25 @@ from gsdf_model.visual import VisualEncoder
 # keypoints (B,21,3) → joint frames: global rotations (B,16,3,3), origins (B,16,3) about the
 # wrist (metres); see kinematics.HandIK
 IKFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+# labels that carry a frame axis (B,T,...) when a video batch has every frame's
+FRAME_LABELS = ("K", "joints", "obj_center", "points", "sdf_hand", "sdf_obj")
+
+
+def has_frame_labels(batch: dict[str, Tensor]) -> bool:
+    """Whether the batch holds every frame's labels (K (B,T,3,3)) rather than frame t's."""
+    return batch["K"].dim() == 4
+
+
+def middle_frame_labels(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch with every per-frame label replaced by frame t's (the middle one)."""
+    t = batch["K"].shape[1]
+    return {k: v[:, t // 2] if k in FRAME_LABELS else v for k, v in batch.items()}
+
+
+def flatten_frame_labels(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-frame labels (B,T,...) → (B·T,...), frames of one clip adjacent (image unchanged)."""
+    return {k: v.flatten(0, 1) if k in FRAME_LABELS else v for k, v in batch.items()}
 
 
 def backbone_roles(strategy: str) -> dict[str, str]:
@@ -139,9 +165,12 @@ class GSDFNet(nn.Module):
             image = image.float() / 255.0
         return (image.float() - self.img_mean) / self.img_std
 
-    def _backbone_features(self, frames: Tensor, only: set[str] | None = None) -> dict[str, Tensor]:
-        """frames (B,T,3,H,W) → per backbone (B,T_b,C,h,w); T_b = T only where the video
-        visual encoder needs every frame, else 1 (the middle frame). `only`: run just these."""
+    def _backbone_features(
+        self, frames: Tensor, only: set[str] | None = None, every_frame: bool = False
+    ) -> dict[str, Tensor]:
+        """frames (B,T,3,H,W) → per backbone (B,T_b,C,h,w); T_b = T where the video visual
+        encoder needs every frame or `every_frame`, else 1 (the middle frame). `only`: run
+        just these."""
         b, t = frames.shape[:2]
         frozen = (
             {k.removeprefix("backbones.") for k in self.pose_modules()}
@@ -154,7 +183,7 @@ class GSDFNet(nn.Module):
                 continue
             x = (
                 frames
-                if (name == self.roles["sdf"] and self.cfg.is_video)
+                if every_frame or (name == self.roles["sdf"] and self.cfg.is_video)
                 else frames[:, t // 2 : t // 2 + 1]
             )
             with torch.set_grad_enabled(torch.is_grad_enabled() and name not in frozen):
@@ -191,12 +220,18 @@ class GSDFNet(nn.Module):
         return out
 
     def _state(
-        self, feats: dict[str, Tensor], pose: dict[str, Tensor], K: Tensor, wrist: Tensor | None
+        self,
+        feats: dict[str, Tensor],
+        pose: dict[str, Tensor],
+        K: Tensor,
+        wrist: Tensor | None,
+        visual: Tensor | None = None,
     ) -> EncodedState:
         joints = pose["joints"].detach()  # the SDF branch treats the hand pose as an input
         wrist = joints[:, 0] if wrist is None else wrist.to(joints)
         rotmats, origins = self.ik(joints)
-        f = feats[self.roles["sdf"]]
+        if visual is None:
+            visual = self.visual.encode(feats[self.roles["sdf"]])
         return EncodedState(
             K=K,
             wrist=wrist,
@@ -204,7 +239,7 @@ class GSDFNet(nn.Module):
             obj_center=pose["obj_center"],
             rotmats=rotmats.to(joints),
             origins=origins.to(joints),
-            visual=self.visual.encode(f),
+            visual=visual,
         )
 
     def encode(self, image: Tensor, K: Tensor, wrist: Tensor | None = None) -> EncodedState:
@@ -266,6 +301,10 @@ class GSDFNet(nn.Module):
         """
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
+        if has_frame_labels(batch):
+            if stage == 2:
+                return self._forward_every_frame(batch, gt_wrist)
+            batch = middle_frame_labels(batch)
         K = batch["K"]
         wrist = batch["joints"][:, 0] if gt_wrist else None
         frames = self._frames(batch["image"])
@@ -290,6 +329,33 @@ class GSDFNet(nn.Module):
             "sdf_obj": sdf_o * back,
         }
 
+    def _forward_every_frame(self, batch: dict[str, Tensor], gt_wrist: bool) -> dict[str, Tensor]:
+        """Stage 2 on a clip with every frame's labels: the outputs of `forward` for each
+        frame, flattened to B·T rows (frames of one clip adjacent)."""
+        frames = self._frames(batch["image"])
+        t = frames.shape[1]
+        if batch["K"].shape[1] != t:
+            raise ValueError(f"labels for {batch['K'].shape[1]} frames, images for {t}")
+        flat = flatten_frame_labels(batch)
+        K = flat["K"]
+        wrist = flat["joints"][:, 0] if gt_wrist else None
+        feats = self._backbone_features(frames, every_frame=True)
+        visual = self.visual.encode(feats[self.roles["sdf"]], every_frame=True).flatten(0, 1)
+        # each frame as an image of its own: (B,T,C,h,w) → (B·T,1,C,h,w)
+        per_frame = {k: v.flatten(0, 1)[:, None] for k, v in feats.items()}
+        pose = self._pose(per_frame, K, None if wrist is None else wrist[:, 2])
+        state = self._state(per_frame, pose, K, wrist, visual=visual)
+        sdf_h, sdf_o = self.query_network(state, flat["points"])
+        back = 2.0 / self.cfg.recon_scale
+        return {
+            **pose,
+            "wrist": state.wrist,
+            "sdf_hand_net": sdf_h,
+            "sdf_obj_net": sdf_o,
+            "sdf_hand": sdf_h * back,
+            "sdf_obj": sdf_o * back,
+        }
+
     def loss(
         self,
         batch: dict[str, Tensor],
@@ -298,7 +364,12 @@ class GSDFNet(nn.Module):
         own_points: int | None = None,
     ) -> dict[str, Tensor]:
         """Loss terms and their weighted 'total' (see gsdf_model.losses). own_points (stage 2):
-        how many leading SDF points belong to the hand (each decoder on its own mesh's)."""
+        how many leading SDF points belong to the hand (each decoder on its own mesh's).
+        A batch with every frame's labels: stage 1 on frame t's, stage 2 on every frame's
+        (each term the mean over frames of its per-frame mean: every frame has as many
+        points)."""
+        if has_frame_labels(batch):
+            batch = middle_frame_labels(batch) if stage == 1 else flatten_frame_labels(batch)
         if stage == 1:
             return losses.stage1_loss(self.cfg, batch, out)
         return losses.stage2_loss(self.cfg, batch, out, own_points)

@@ -243,9 +243,16 @@ def setup_run(
             rotation_dist=cfg.rotation_dist,
             rotation_prob=cfg.rotation_prob,
             colour_scale=cfg.colour_jitter,
+            crop_shift=cfg.crop_shift,
         )
     dataset = GSDFDataset(
-        shards, cfg.n_hand, cfg.n_obj, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
+        shards,
+        cfg.n_hand,
+        cfg.n_obj,
+        augment=augment,
+        seed=cfg.seed,
+        frame_labels=cfg.video_frames == "all",
+        **loader_options(model_cfg),
     )
     pose_dataset = None
     if data_for.pose is not shards:  # stage 1 also on the pose-only samples

@@ -151,10 +151,13 @@ class VisualEncoder(nn.Module):
             dim = cfg.transformer_dim
         self.proj = nn.Linear(dim + (4 if self.add_feats else 0), cfg.sdf_latent)
 
-    def encode(self, feats: Tensor) -> Tensor:
+    def encode(self, feats: Tensor, every_frame: bool = False) -> Tensor:
         """feats: (B,T,C,h,w) backbone maps of the clip (T=1 for images) → for v1 the global
-        vector (B,C), otherwise the map of the middle frame (B,d',16,16)."""
+        vector (B,C), otherwise the map of the middle frame (B,d',16,16); with `every_frame`
+        (v4) the refined map of every frame (B,T,d',16,16)."""
         b, t = feats.shape[:2]
+        if every_frame and self.variant != "v4":
+            raise ValueError(f"every frame's map needs the video variant v4, not {self.variant}")
         if self.variant != "v4":  # single-frame variants only ever see frame t
             feats = feats[:, t // 2 : t // 2 + 1]
             t = 1
@@ -164,7 +167,7 @@ class VisualEncoder(nn.Module):
             return maps[:, 0].mean(dim=(2, 3))
         if self.transformer is not None:
             maps = self.transformer(maps)
-        return maps[:, t // 2]
+        return maps if every_frame else maps[:, t // 2]
 
     def point_features(self, enc: Tensor, x_cam: Tensor, K: Tensor) -> Tensor:
         """enc from `encode`; x_cam: (B,N,3) camera metres; K: (B,3,3) → (B,N,sdf_latent)."""
