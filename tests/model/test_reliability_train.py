@@ -90,6 +90,22 @@ def test_a_set_without_the_expected_pose_only_samples_is_said(data, tmp_path, tr
     assert res.exit_code == 0 and "warning" not in res.output
 
 
+def test_init_from_skips_the_pose_stage_unless_asked(data, tmp_path, trained):
+    """The reference's V4 starts from a trained single-frame model and trains no pose stage
+    (its pose net comes from the checkpoint, frozen); --pose-epochs N still trains one."""
+    ckpt = tmp_path / "single.pt"
+    ckpt.write_bytes(b"")  # the stand-in trainer never opens it
+    res = _train(data, tmp_path / "a", "--init-from", str(ckpt))
+    assert res.exit_code == 0, res.output
+    assert "no pose stage" in res.output
+    assert trained[-1]["cfg"].pose_epochs == 0 and trained[-1]["cfg"].sdf_epochs > 0
+    res = _train(data, tmp_path / "b", "--init-from", str(ckpt), "--pose-epochs", "3")
+    assert res.exit_code == 0 and "no pose stage" not in res.output
+    assert trained[-1]["cfg"].pose_epochs == 3
+    assert _train(data, tmp_path / "c").exit_code == 0
+    assert trained[-1]["cfg"].pose_epochs > 0  # without --init-from: the preset's
+
+
 def test_seed_reaches_the_training_configuration(data, tmp_path, trained):
     assert _train(data, tmp_path / "a").exit_code == 0
     assert _train(data, tmp_path / "b", "--seed", "7").exit_code == 0

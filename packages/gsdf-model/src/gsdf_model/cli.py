@@ -110,7 +110,8 @@ def _user_errors():
     "--init-from",
     type=click.Path(exists=True, dir_okay=False),
     help="Start from a trained gSDF checkpoint, all but its transformer (the reference's V4 "
-    "starts from its single-frame model).",
+    "starts from its single-frame model). Its pose net is taken as trained: no pose stage "
+    "unless --pose-epochs is given.",
 )
 @click.option(
     "--mano",
@@ -165,6 +166,8 @@ def train_cmd(
     from gsdf_model.runtime import model_config_for, resolve_split, train_config_for
     from gsdf_model.train import stage_data, train
 
+    if init_from is not None and pose_epochs is None:
+        pose_epochs = 0  # the reference's V4: the single-frame model's pose net, frozen
     try:
         cfg = train_config_for(preset)
         if epochs is not None or pose_epochs is not None:
@@ -180,6 +183,8 @@ def train_cmd(
         raise click.ClickException(str(err)) from None
     if cfg.pose_epochs + cfg.sdf_epochs == 0:
         raise click.UsageError("--epochs 0 (and no --pose-epochs) leaves nothing to train")
+    if init_from is not None and cfg.pose_epochs == 0:
+        click.echo("--init-from: no pose stage (the checkpoint's pose net, frozen)")
     if cfg.sdf_epochs == 0:
         # a pose-only run makes a model that reconstructs nothing: say so, do not surprise
         click.echo(f"--epochs 0: pose stage only ({cfg.pose_epochs} epochs), no SDF stage")
