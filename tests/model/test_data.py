@@ -261,6 +261,38 @@ def test_video_frames_by_frame_index_clamped_at_sequence_ends():
         assert red == [max(f - 1, lo), f, min(f + 1, hi)]
 
 
+def test_random_clips_are_three_frames_of_one_sequence_drawn_anew_each_epoch():
+    """clips="random" (the reference's training clips): one item per sequence, three
+    distinct frames of it (repeats only when it has fewer), redrawn each epoch, the same for
+    the same (seed, epoch)."""
+    rng = np.random.default_rng(6)
+    samples = []
+    for seq, n in (("a", 5), ("b", 4), ("c", 2)):
+        for f in range(n):
+            s = sphere_sample(rng, sample_id=f"{seq}{f}", seq_id=seq, frame_idx=f, n=200)
+            s["image"][..., 1] = ord(seq)  # green: the sequence, red: the frame
+            samples.append(s)
+    ds = GSDFDataset(InMemoryShards(samples), n_hand=0, n_obj=0, video=True, clips="random")
+    assert len(ds) == 3
+    drawn = {seq: set() for seq in "abc"}
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for k, seq in enumerate("abc"):
+            item = ds[k]
+            green = {int(item["image"][t, 1, 0, 0]) for t in range(3)}
+            assert green == {ord(seq)}, "a clip mixes sequences"
+            frames = tuple(int(item["image"][t, 0, 0, 0]) // 10 for t in range(3))
+            if seq != "c":
+                assert len(set(frames)) == 3, frames
+            assert item["sample_id"] == f"{seq}{frames[1]}"  # the middle one is frame t
+            drawn[seq].add(frames)
+            again = ds[k]
+            assert torch.equal(again["image"], item["image"])
+    assert len(drawn["a"]) > 1 and len(drawn["b"]) > 1  # redrawn across epochs
+    with pytest.raises(ValueError, match="clips"):
+        GSDFDataset(InMemoryShards(samples), n_hand=0, n_obj=0, video=True, clips="nope")
+
+
 def test_video_frames_share_one_rotation_and_colour():
     rng = np.random.default_rng(10)
     samples = [sphere_sample(rng, sample_id=f"a{f}", seq_id="a", frame_idx=f) for f in range(3)]

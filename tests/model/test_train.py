@@ -296,7 +296,7 @@ def test_video_training_sees_every_frames_labels_and_the_shifted_crop(tmp_path, 
     shards = InMemoryShards([sample(rng, i) for i in range(8)])  # one sequence, frames 0..7
     cfg = dataclasses.replace(
         CFG, pose_epochs=1, sdf_epochs=1, n_hand=8, n_obj=8, augment=True,
-        rotation_prob=0.0, crop_shift=0.1, video_frames=frames,
+        rotation_prob=0.0, crop_shift=0.1, video_frames=frames, video_clips="consecutive",
     )  # fmt: skip
     train(
         "tiny", data=tmp_path, out=tmp_path / "run", train_cfg=cfg,
@@ -310,6 +310,37 @@ def test_video_training_sees_every_frames_labels_and_the_shifted_crop(tmp_path, 
         shape == ((4, 3, 3, 3) if frames == "all" else (4, 3, 3)) for shape, _ in stage2
     )
     assert all(torch.allclose(pp, torch.tensor(128.0)) for _, _, pp in seen)
+
+
+def test_video_stage2_draws_one_random_clip_per_sequence_stage1_every_frame(tmp_path):
+    """The reference's video training: each epoch one clip per sequence (three of its frames
+    drawn at random), while the pose stage still sees every frame."""
+    from gsdf_model.config import get_preset
+    from gsdf_model.network import GSDFNet
+
+    seen = {1: [], 2: []}
+
+    class Recording(GSDFNet):
+        def loss(self, batch, out, stage=2, own_points=None):
+            seen[stage].append(batch["image"].shape[0])
+            return super().loss(batch, out, stage, own_points)
+
+    def ik(kp):
+        return torch.eye(3).expand(kp.shape[0], 16, 3, 3), torch.zeros(kp.shape[0], 16, 3)
+
+    rng = np.random.default_rng(5)
+    samples = [sample(rng, i) for i in range(12)]
+    for i, s in enumerate(samples):  # four sequences of three frames (batches of 4)
+        s["seq_id"], s["frame_idx"] = f"q{i // 3}", i % 3
+    cfg = dataclasses.replace(CFG, pose_epochs=1, sdf_epochs=2, n_hand=8, n_obj=8)
+    assert cfg.video_clips == "random"  # the default
+    train(
+        "tiny", data=tmp_path, out=tmp_path / "run", train_cfg=cfg,
+        model_cfg=get_preset("tiny", visual="v4", n_frames=3), device="cpu", progress=False,
+        build=lambda c: Recording(c, ik=ik), shards=InMemoryShards(samples),
+    )  # fmt: skip
+    assert sum(seen[1]) == 12  # one pose epoch: every frame
+    assert sum(seen[2]) == 2 * 4  # two SDF epochs: one clip per sequence each
 
 
 FORKED_WORKERS = """

@@ -164,6 +164,10 @@ class TrainConfig:
     virtual camera turned towards it (the reference's DexYCB 0.1; ObMan 0: none).
     video_frames (video presets, stage 2): "all" supervises every frame of the clip (the
     reference's), "middle" frame t only (a third of the decoder work and SDF points).
+    video_clips (video presets, stage 2): "random" — the reference's: each epoch, one clip
+    per sequence of three of its frames drawn at random; "consecutive" — frames t−1, t, t+1
+    around every sample, one clip per sample (as many clips per epoch as frames). Stage 1
+    trains on every frame either way.
     num_workers: DataLoader workers per process; None: from this machine's cores
     (`data.default_workers`). channels_last applies on CUDA only; compile wraps the forward
     in torch.compile (minutes of compilation, then faster steps). pose_only: what stage 1 does
@@ -191,6 +195,7 @@ class TrainConfig:
     colour_jitter: float = 0.2
     crop_shift: float = 0.0
     video_frames: str = "all"
+    video_clips: str = "random"
     num_workers: int | None = None
     amp: str = "auto"
     grad_clip: float = 0.0
@@ -217,6 +222,7 @@ class TrainConfig:
             (0.0 <= self.colour_jitter < 1.0, "colour_jitter in [0, 1)"),
             (0.0 <= self.crop_shift < 0.5, "crop_shift in [0, 0.5)"),
             (self.video_frames in ("all", "middle"), f"video_frames {self.video_frames!r}"),
+            (self.video_clips in ("random", "consecutive"), f"video_clips {self.video_clips!r}"),
             (self.num_workers is None or self.num_workers >= 0, "num_workers >= 0"),
             (self.pose_only in POSE_ONLY_MODES, f"pose_only {self.pose_only!r}"),
         ]

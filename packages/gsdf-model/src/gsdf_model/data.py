@@ -276,6 +276,10 @@ class GSDFDataset(Dataset):
     With `video` and `frame_labels`, K, joints, obj_center, points, sdf_hand and sdf_obj are
     those of every frame, with a leading T axis (each frame's own SDF points); otherwise they
     are frame t's. One augmentation draw serves every frame of a clip (as the reference).
+    clips (video): "consecutive" — one item per sample, frames t−1, t, t+1 of its sequence
+    (clamped at the ends; the test clips); "random" — the reference's training clips: one
+    item per sequence, three of its frames drawn anew each epoch without replacement (with,
+    when it has fewer than three), in the order drawn; the middle one plays frame t.
     """
 
     def __init__(
@@ -288,7 +292,10 @@ class GSDFDataset(Dataset):
         image_size: int = 256,
         seed: int = 0,
         frame_labels: bool = False,
+        clips: str = "consecutive",
     ) -> None:
+        if clips not in ("consecutive", "random"):
+            raise ValueError(f"clips must be 'consecutive' or 'random', not {clips!r}")
         self.shards = open_shards(shards) if isinstance(shards, str | Path) else shards
         self.n_hand, self.n_obj = int(n_hand), int(n_obj)
         self.video = bool(video)
@@ -297,32 +304,31 @@ class GSDFDataset(Dataset):
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.epoch = 0
-        self._neighbours = self._frame_neighbours() if video else None
+        sequences = self._sequences() if video else None
+        self._neighbours = _neighbours(sequences, len(self.shards)) if video else None
+        self._clip_pool = sequences if video and clips == "random" else None
 
     def __len__(self) -> int:
-        return len(self.shards)
+        return len(self.shards) if self._clip_pool is None else len(self._clip_pool)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random stream (call before each epoch's DataLoader iterator)."""
         self.epoch = int(epoch)
 
-    def _frame_neighbours(self) -> list[tuple[int, int]]:
-        """For each sample, the indices of the previous and next frame of its sequence
-        (itself at a sequence end)."""
-        pairs = []
+    def _sequences(self) -> list[list[int]]:
+        """The sample indices of each sequence, in frame order (sequences by first sample)."""
+        seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for i in range(len(self.shards)):
             s = fetch_sample(self.shards, i, ("seq_id", "frame_idx"))
-            pairs.append((str(s["seq_id"]), int(s["frame_idx"])))
-        seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for i, (seq, frame) in enumerate(pairs):
-            seqs[str(seq)].append((int(frame), i))
-        neighbours = [(i, i) for i in range(len(pairs))]
-        for frames in seqs.values():
-            frames.sort()
-            order = [i for _, i in frames]
-            for k, i in enumerate(order):
-                neighbours[i] = (order[max(k - 1, 0)], order[min(k + 1, len(order) - 1)])
-        return neighbours
+            seqs[str(s["seq_id"])].append((int(s["frame_idx"]), i))
+        return [[i for _, i in sorted(frames)] for frames in seqs.values()]
+
+    def _draw_clip(self, seq: int) -> tuple[int, tuple[int, int]]:
+        """Sequence `seq`'s clip of this epoch: (frame t's index, (its two companions))."""
+        members = self._clip_pool[seq]
+        rng = np.random.default_rng([self.seed, self.epoch, int(seq), 3])
+        a, b, c = rng.choice(members, 3, replace=len(members) < 3)
+        return int(b), (int(a), int(c))
 
     def _image(self, image: np.ndarray, K: np.ndarray, R: np.ndarray, shift: np.ndarray | None):
         """The view of one frame: (3, S, S) uint8 tensor (a view of the warped HWC array),
@@ -367,6 +373,9 @@ class GSDFDataset(Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        companions = None
+        if self._clip_pool is not None:  # an item is a sequence: its clip of this epoch
+            index, companions = self._draw_clip(index)
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         s = fetch_sample(self.shards, index, _ITEM_KEYS)
         item: dict[str, Any] = {}
@@ -382,7 +391,7 @@ class GSDFDataset(Dataset):
         img, K, R_t = self._image(s["image"], np.asarray(s["K"]), R, shift)
         labels = self._labels(s, pts, K, R_t)
         if self.video:
-            prev_i, next_i = self._neighbours[index]
+            prev_i, next_i = companions or self._neighbours[index]
             frames, per_frame = [], []
             for j in (prev_i, index, next_i):
                 if j == index:
@@ -404,6 +413,16 @@ class GSDFDataset(Dataset):
         item["sample_id"] = str(s["sample_id"])
         item["index"] = int(index)
         return item
+
+
+def _neighbours(sequences: list[list[int]], n: int) -> list[tuple[int, int]]:
+    """For each of n samples, the indices of the previous and next frame of its sequence
+    (itself at a sequence end)."""
+    out = [(i, i) for i in range(n)]
+    for order in sequences:
+        for k, i in enumerate(order):
+            out[i] = (order[max(k - 1, 0)], order[min(k + 1, len(order) - 1)])
+    return out
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:

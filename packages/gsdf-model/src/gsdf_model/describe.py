@@ -133,6 +133,11 @@ def schedule_lines(t: TrainConfig, cfg: ModelConfig) -> list[str]:
             if t.video_frames == "all"
             else "; frame t of each clip supervised"
         )
+        frames += (
+            "; each epoch one clip per sequence, 3 frames drawn at random"
+            if t.video_clips == "random"
+            else "; clips of frames t-1, t, t+1 around every sample"
+        )
     return [
         "schedule (global batches, split over DDP processes; lr restarts at each stage):",
         f"  stage 1 pose: {t.pose_epochs} epochs, batch {t.pose_batch_size}, Adam lr {t.lr:g} "

@@ -146,7 +146,7 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     seconds: float = 0.0
-    pose_dataset: GSDFDataset | None = None  # stage 1's when it has pose-only samples
+    pose_dataset: GSDFDataset | None = None  # stage 1's: pose-only samples, or random clips
 
     @property
     def device(self) -> torch.device:
@@ -245,6 +245,8 @@ def setup_run(
             colour_scale=cfg.colour_jitter,
             crop_shift=cfg.crop_shift,
         )
+    options = loader_options(model_cfg)
+    clips = cfg.video_clips if options["video"] else "consecutive"
     dataset = GSDFDataset(
         shards,
         cfg.n_hand,
@@ -252,10 +254,12 @@ def setup_run(
         augment=augment,
         seed=cfg.seed,
         frame_labels=cfg.video_frames == "all",
-        **loader_options(model_cfg),
+        clips=clips,
+        **options,
     )
     pose_dataset = None
-    if data_for.pose is not shards:  # stage 1 also on the pose-only samples
+    # stage 1 also on the pose-only samples, and on every frame (not a clip per sequence)
+    if data_for.pose is not shards or clips == "random":
         pose_dataset = GSDFDataset(
             data_for.pose, 0, 0, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
         )
