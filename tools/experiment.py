@@ -47,9 +47,12 @@ SCALES = {
     # the whole path in a few minutes: numbers mean nothing
     "smoke": Scale(train=16, val=4, test=4, seq_len=4, view_spread=45.0, pose_epochs=2, epochs=2,
                    resolution=24, scored=4),
-    # the study sized for about an hour on 2 CPU cores (4 variants x 2 seeds)
+    # the study: about 35 min on 2 idle CPU cores (4 variants x 2 seeds; docs/results.md)
     "cpu": Scale(train=128, val=12, test=24, seq_len=1, view_spread=45.0, pose_epochs=30,
                  epochs=30, resolution=48, scored=24),
+    # the cpu study's data with twice the epochs (a schedule chosen on val)
+    "cpu-long": Scale(train=128, val=12, test=24, seq_len=1, view_spread=45.0, pose_epochs=60,
+                      epochs=60, resolution=48, scored=24),
 }  # fmt: skip
 VARIANTS = ("tiny-v2", "tiny-k1", "tiny-ko1", "tiny-v1")  # full gSDF first
 SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303}  # disjoint draws: unseen objects, grasps
