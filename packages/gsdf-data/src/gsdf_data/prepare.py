@@ -266,15 +266,7 @@ def make_sample(pair: Pair, config: PrepareConfig) -> dict:
         else _finite("obj_center", pair.obj_center, (3,))
     )
     return {
-        "sample_id": str(pair.sample_id),
-        "seq_id": str(pair.seq_id or ""),
-        "frame_idx": int(pair.frame_idx),
-        "image": pair.image,
-        "K": K,
-        "joints": joints,
-        "hand_rotmats": pair.hand_rotmats,
-        "obj_center": centre,
-        "obj_pose": pair.obj_pose,
+        **_pose_fields(pair, K, joints, centre),
         "norm_offset": s.norm.offset,
         "norm_scale": s.norm.scale,
         "points": s.points,
@@ -300,6 +292,12 @@ def make_pose_sample(pair: Pair) -> dict:
         if not (ov.ndim == 2 and len(ov) and np.isfinite(ov).all()):
             raise ValueError("no object centre (none given, no usable object mesh)")
         centre = 0.5 * (ov.min(0) + ov.max(0))
+    return _pose_fields(pair, K, joints, centre)
+
+
+def _pose_fields(pair: Pair, K: np.ndarray, joints: np.ndarray, centre: np.ndarray) -> dict:
+    """What every sample holds, pose-only or not: ids, image, camera, joints, rotations and
+    the object's centre and pose (K, joints and centre already checked)."""
     return {
         "sample_id": str(pair.sample_id),
         "seq_id": str(pair.seq_id or ""),

@@ -168,6 +168,26 @@ def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
 _ENCODED = "_encoded_for"
 
 
+def _fixed_fields(sample: dict, sid: str, nan_allowed, finite: bool = False) -> dict:
+    """The FIXED_FIELDS of a sample dict in their stored dtypes and shapes; absent ones NaN
+    where `nan_allowed` (frame_idx: -1), else a one-line ValueError. finite: also refuse
+    non-finite values in the fields that may not be NaN."""
+    out = {}
+    for k, (shape, dtype) in FIXED_FIELDS.items():
+        v = sample.get(k)
+        if v is None:
+            if k not in nan_allowed and k != "frame_idx":
+                raise ValueError(f"{sid}: missing {k}")
+            v = -1 if k == "frame_idx" else np.full(shape, np.nan)
+        a = np.asarray(v, dtype=dtype)
+        if a.shape != shape:
+            raise ValueError(f"{sid}: {k} has shape {a.shape}, expected {shape}")
+        if finite and k not in nan_allowed and not np.isfinite(a).all():
+            raise ValueError(f"{sid}: non-finite values in {k}")
+        out[k] = a
+    return out
+
+
 def encode_sample(
     sample: dict, n_points: int = 40_000, precision: str = "compact", image_format: str = "png"
 ) -> dict:
@@ -180,16 +200,7 @@ def encode_sample(
         "seq_id": str(sample.get("seq_id", "") or ""),
         _ENCODED: (int(n_points), precision, image_format),
     }
-    for k, (shape, dtype) in FIXED_FIELDS.items():
-        v = sample.get(k)
-        if v is None:
-            if k not in NAN_ALLOWED and k != "frame_idx":
-                raise ValueError(f"{s['sample_id']}: missing {k}")
-            v = -1 if k == "frame_idx" else np.full(shape, np.nan)
-        a = np.asarray(v, dtype=dtype)
-        if a.shape != shape:
-            raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
-        s[k] = a
+    s.update(_fixed_fields(sample, s["sample_id"], NAN_ALLOWED))
     pts = np.asarray(sample["points"], dtype=np.float32)
     sh = np.asarray(sample["sdf_hand"], dtype=np.float32)
     so = np.asarray(sample["sdf_obj"], dtype=np.float32)
@@ -232,18 +243,7 @@ def encode_pose_sample(sample: dict, image_format: str = "png", reason: str = ""
         "reason": str(reason),
         _POSE: image_format,
     }
-    for k, (shape, dtype) in FIXED_FIELDS.items():
-        v = sample.get(k)
-        if v is None:
-            if k not in POSE_NAN_ALLOWED and k != "frame_idx":
-                raise ValueError(f"{s['sample_id']}: missing {k}")
-            v = -1 if k == "frame_idx" else np.full(shape, np.nan)
-        a = np.asarray(v, dtype=dtype)
-        if a.shape != shape:
-            raise ValueError(f"{s['sample_id']}: {k} has shape {a.shape}, expected {shape}")
-        if k not in POSE_NAN_ALLOWED and not np.isfinite(a).all():
-            raise ValueError(f"{s['sample_id']}: non-finite values in {k}")
-        s[k] = a
+    s.update(_fixed_fields(sample, s["sample_id"], POSE_NAN_ALLOWED, finite=True))
     s["image"] = np.frombuffer(encode_image(sample["image"], image_format), np.uint8)
     return s
 

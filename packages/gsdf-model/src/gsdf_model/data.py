@@ -293,6 +293,7 @@ class GSDFDataset(Dataset):
         seed: int = 0,
         frame_labels: bool = False,
         clips: str = "consecutive",
+        sequences: list[list[int]] | None = None,
     ) -> None:
         if clips not in ("consecutive", "random"):
             raise ValueError(f"clips must be 'consecutive' or 'random', not {clips!r}")
@@ -304,9 +305,11 @@ class GSDFDataset(Dataset):
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.epoch = 0
-        sequences = self._sequences() if video else None
-        self._neighbours = _neighbours(sequences, len(self.shards)) if video else None
-        self._clip_pool = sequences if video and clips == "random" else None
+        # each sequence's sample indices in frame order (`sequences`: another dataset's over
+        # the same shard set, to skip reading every sample's ids again)
+        self.sequences = (sequences or self._sequences()) if video else None
+        self._neighbours = _neighbours(self.sequences, len(self.shards)) if video else None
+        self._clip_pool = self.sequences if video and clips == "random" else None
 
     def __len__(self) -> int:
         return len(self.shards) if self._clip_pool is None else len(self._clip_pool)

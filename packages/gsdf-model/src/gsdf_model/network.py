@@ -318,16 +318,7 @@ class GSDFNet(nn.Module):
         if stage == 1:
             return pose
         state = self._state(feats, pose, K, wrist)
-        sdf_h, sdf_o = self.query_network(state, batch["points"])
-        back = 2.0 / self.cfg.recon_scale
-        return {
-            **pose,
-            "wrist": state.wrist,
-            "sdf_hand_net": sdf_h,
-            "sdf_obj_net": sdf_o,
-            "sdf_hand": sdf_h * back,
-            "sdf_obj": sdf_o * back,
-        }
+        return self._with_sdf(pose, state, batch["points"])
 
     def _forward_every_frame(self, batch: dict[str, Tensor], gt_wrist: bool) -> dict[str, Tensor]:
         """Stage 2 on a clip with every frame's labels: the outputs of `forward` for each
@@ -345,7 +336,12 @@ class GSDFNet(nn.Module):
         per_frame = {k: v.flatten(0, 1)[:, None] for k, v in feats.items()}
         pose = self._pose(per_frame, K, None if wrist is None else wrist[:, 2])
         state = self._state(per_frame, pose, K, wrist, visual=visual)
-        sdf_h, sdf_o = self.query_network(state, flat["points"])
+        return self._with_sdf(pose, state, flat["points"])
+
+    def _with_sdf(self, pose: dict[str, Tensor], state, points: Tensor) -> dict[str, Tensor]:
+        """Stage 2's outputs: the pose outputs, the wrist, and the SDFs of `points` in network
+        units (*_net) and in metres."""
+        sdf_h, sdf_o = self.query_network(state, points)
         back = 2.0 / self.cfg.recon_scale
         return {
             **pose,

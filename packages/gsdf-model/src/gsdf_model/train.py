@@ -260,9 +260,11 @@ def setup_run(
     pose_dataset = None
     # stage 1 also on the pose-only samples, and on every frame (not a clip per sequence)
     if data_for.pose is not shards or clips == "random":
+        same = data_for.pose is shards  # then the sequence scan is the stage-2 dataset's
         pose_dataset = GSDFDataset(
-            data_for.pose, 0, 0, augment=augment, seed=cfg.seed, **loader_options(model_cfg)
-        )
+            data_for.pose, 0, 0, augment=augment, seed=cfg.seed,
+            sequences=dataset.sequences if same else None, **options,
+        )  # fmt: skip
 
     out = Path(out)
     hand = hand_of(model_cfg)
