@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gsdf_eval.mesh import face_areas
+from gsdf_eval.mesh import triangle_areas
 from gsdf_eval.nn import kd_tree
 
 
@@ -59,12 +59,15 @@ class AlignResult:
         return points * self.scale + self.translation
 
 
-def grid_cell_order(points: np.ndarray, cells: int = 64) -> np.ndarray:
-    """Permutation (N,) grouping points (N, 3) by cell of a cells³ grid over their bounds, cells
-    in row-major order (for KD-tree queries; gsdf-data's SDF queries use a Morton order)."""
-    lo, span = points.min(axis=0), np.ptp(points, axis=0).max()
-    ijk = ((points - lo) * ((cells - 1e-9) / (span if span > 0 else 1.0))).astype(np.int64)
-    return np.argsort((ijk[:, 0] * cells + ijk[:, 1]) * cells + ijk[:, 2], kind="stable")
+def grid_cells(points: np.ndarray, cells: int = 64) -> np.ndarray:
+    """Cell index (N,) of each point (N, 3) in a cells³ grid over the points' bounds, cells
+    numbered in row-major order (gsdf-data's SDF queries use a Morton order instead)."""
+    p = np.ascontiguousarray(np.asarray(points, dtype=np.float64).T)  # per axis: fast reductions
+    lo = p.min(axis=1)
+    span = (p.max(axis=1) - lo).max()
+    scale = (cells - 1e-9) / (span if span > 0 else 1.0)
+    i, j, k = (((p[d] - lo[d]) * scale).astype(np.int64) for d in range(3))
+    return (i * cells + j) * cells + k
 
 
 def sample_surface(mesh, n: int, rng: np.random.Generator, sets: int = 1):
@@ -74,27 +77,37 @@ def sample_surface(mesh, n: int, rng: np.random.Generator, sets: int = 1):
     A face is drawn with probability proportional to its area, then a point uniformly on it
     (two uniform numbers, reflected into the triangle when their sum exceeds 1). The draws
     from `rng` and the arithmetic are those of trimesh.sample.sample_surface, which this
-    replaces without importing trimesh: the points are bitwise the same
-    (tests/eval/test_mesh.py). Returned grouped by grid cell: the order of a point set changes
-    no metric, and spatially coherent queries make KD-tree searches faster. `sets` > 1
-    returns a list of that many independent n-point sets, drawn in one pass over the mesh
-    (cheaper than separate calls).
+    replaces without importing trimesh: the points are bitwise the same, in another order
+    (tests/eval/test_mesh.py). They are returned grouped by the grid cell of their face: the
+    order of a point set changes no metric, and spatially coherent queries make KD-tree
+    searches about twice as fast. `sets` > 1 returns a list of that many independent n-point
+    sets, drawn in one pass over the mesh (cheaper than separate calls).
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     count = n * sets
-    cumulative = np.cumsum(face_areas(vertices, faces))
-    face = np.searchsorted(cumulative, rng.random(count) * cumulative[-1])
-    corners = vertices[faces[face]]  # (count, 3 corners, 3)
-    origin = corners[:, 0]
-    edges = corners[:, 1:] - origin[:, None]  # v1 − v0, v2 − v0
-    u = rng.random((count, 2, 1))
-    # a pair outside the triangle (sum > 1) is reflected back into it: u -> 1 − u
-    u[u.sum(axis=1)[:, 0] > 1.0] -= 1.0
-    u = np.abs(u)
-    points = (edges * u).sum(axis=1) + origin
+    # 1. per face: its corners, its area, and its cell of a grid over the mesh
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    cumulative = np.cumsum(triangle_areas(a, b, c))
+    origin_edges = np.concatenate([a, b - a, c - a], axis=1)  # (F, 9): v0, v1 − v0, v2 − v0
+    cell = grid_cells(a)
+    # 2. the draws, in trimesh's order: a face per sample (searched in sorted order, which
+    # is faster and finds the same faces), then two numbers per sample
+    target = rng.random(count) * cumulative[-1]
+    by_value = np.argsort(target)
+    face = np.empty(count, dtype=np.int64)
+    face[by_value] = np.searchsorted(cumulative, target[by_value])
+    u = rng.random((count, 2))
     # the draws are independent, so consecutive blocks are independent sets
-    out = [p[grid_cell_order(p)] for p in np.split(points, sets)]
+    out = []
+    for block in range(sets):
+        f, w = face[block * n : (block + 1) * n], u[block * n : (block + 1) * n]
+        # 3. grouped by cell (a unique key per sample, so any sort gives this order)
+        order = np.argsort(cell[f] * n + np.arange(n))
+        oe, w = origin_edges[f[order]], w[order]
+        # 4. a pair outside the triangle (sum > 1) is reflected back into it: u -> |u − 1|
+        w = np.where((w[:, 0] + w[:, 1] > 1.0)[:, None], 1.0 - w, w)
+        out.append((oe[:, 3:6] * w[:, :1] + oe[:, 6:9] * w[:, 1:]) + oe[:, 0:3])
     return out[0] if sets == 1 else out
 
 

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from gsdf_eval.nn import kd_tree
+
 # libigl starts fresh threads on every call; for a pair's few thousand queries one thread is
 # faster, and `gsdf-eval run --jobs` parallelises over samples. Read at libigl's first call.
 os.environ.setdefault("IGL_NUM_THREADS", "1")
@@ -50,14 +52,72 @@ def fast_winding_number(vertices: np.ndarray, faces: np.ndarray, points: np.ndar
 
 
 def surface_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Exact unsigned distances (Q,) from points (Q, 3) to a triangle mesh's surface."""
-    import igl
+    """Exact unsigned distances (Q,) from points (Q, 3) to a triangle mesh's surface.
 
+    The queries here are few (vertices inside the other mesh, points whose sign is in
+    doubt), and libigl builds a tree over every face per call, which costs more than they
+    do. So each point is first measured against the faces whose centroids are its
+    `NEAR_FACES` nearest; that is provably the exact distance where every other face is
+    farther: its centroid is at least as far as the last of those, and no point of a face is
+    nearer than its centroid less its radius. Points without that proof (very deep, or among
+    large faces) get libigl's answer.
+    """
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     if len(points) == 0:
         return np.zeros(0)
-    sq, _, _ = igl.point_mesh_squared_distance(points, *_mesh(vertices, faces))
+    v, f = _mesh(vertices, faces)
+    k = min(NEAR_FACES, len(f))
+    if len(points) * k > 250_000:  # a tree over the faces pays for itself
+        return _libigl_distance(v, f, points)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    centroid = (a + b + c) / 3.0
+    radius = np.sqrt(
+        np.max([((x - centroid) ** 2).sum(axis=1) for x in (a, b, c)], axis=0)
+    ).max()
+    reach, near = kd_tree(centroid).query(points, k=k)
+    near, reach = near.reshape(len(points), k).astype(np.int64), reach.reshape(len(points), k)
+    d = np.sqrt(point_triangle_sq_distance(points[:, None], a[near], b[near], c[near]).min(axis=1))
+    unproven = (reach[:, -1] - radius < d) & (k < len(f))
+    if unproven.any():
+        d[unproven] = _libigl_distance(v, f, points[unproven])
+    return d
+
+
+# faces measured per point before libigl's tree is needed: with 128 faces of about 1 mm²
+# (marching cubes at 128³, an icosphere of 20k faces) the proof holds to about 2 cm deep
+NEAR_FACES = 128
+
+
+def _libigl_distance(v: np.ndarray, f: np.ndarray, points: np.ndarray) -> np.ndarray:
+    import igl
+
+    sq, _, _ = igl.point_mesh_squared_distance(points, v, f)
     return np.sqrt(sq)
+
+
+def point_triangle_sq_distance(p, a, b, c) -> np.ndarray:
+    """Squared distances (...,) from points p to triangles (a, b, c), all (..., 3)
+    broadcasting together: to the plane where p projects inside the triangle, else to the
+    nearest of its three edges (which also covers degenerate triangles)."""
+
+    def dot(x, y):
+        return (x * y).sum(axis=-1)
+
+    def segment(x, y):  # squared distance from p to the segment x-y
+        e, w = y - x, p - x
+        ee = dot(e, e)
+        t = np.clip(dot(w, e) / np.where(ee > 0, ee, 1.0), 0.0, 1.0)
+        r = w - t[..., None] * e
+        return dot(r, r)
+
+    n = np.cross(b - a, c - a)
+    nn = dot(n, n)
+    inside = nn > 0
+    for x, y in ((a, b), (b, c), (c, a)):
+        inside &= dot(np.cross(y - x, p - x), n) >= 0
+    plane = dot(p - a, n) ** 2 / np.where(nn > 0, nn, 1.0)
+    edges = np.minimum(np.minimum(segment(a, b), segment(b, c)), segment(c, a))
+    return np.where(inside, plane, edges)
 
 
 def voxel_centres(lo: np.ndarray, hi: np.ndarray, voxel: float) -> np.ndarray:

@@ -52,15 +52,23 @@ class Mesh:
 
 
 def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Areas (F,) of the triangles faces (F, 3) of vertices (V, 3).
+    """Areas (F,) of the triangles faces (F, 3) of vertices (V, 3)."""
+    v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces)
+    return triangle_areas(v[f[:, 0]], v[f[:, 1]], v[f[:, 2]])
 
-    Computed from the edges v1 − v0 and v2 − v1 with the sum in this order, as trimesh does:
-    the areas decide which face each surface sample falls on, and these are bitwise
-    trimesh's, so the samples are too.
+
+def triangle_areas(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Areas (F,) of the triangles with corners a, b, c (F, 3 each).
+
+    Computed from the edges b − a and c − b, with the cross product and the sum of its
+    squares in the order trimesh uses: the areas decide which face each surface sample falls
+    on, and these are bitwise trimesh's, so the samples are too.
     """
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 1])
-    return np.sqrt((cross**2).sum(axis=1)) / 2.0
+    e, g = b - a, c - b
+    x = e[:, 1] * g[:, 2] - e[:, 2] * g[:, 1]
+    y = e[:, 2] * g[:, 0] - e[:, 0] * g[:, 2]
+    z = e[:, 0] * g[:, 1] - e[:, 1] * g[:, 0]
+    return np.sqrt(x * x + y * y + z * z) / 2.0
 
 
 def read_mesh(path: str | Path) -> Mesh:
