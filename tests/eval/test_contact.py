@@ -98,7 +98,9 @@ def test_surface_distance_exact_in_camera_frame(monkeypatch):
     points[:5] = mesh.vertices[:5]  # exactly on the surface
     fallback = []
     real = contact._libigl_distance
-    monkeypatch.setattr(contact, "_libigl_distance", lambda v, f, q: fallback.append(len(q)) or real(v, f, q))
+    monkeypatch.setattr(
+        contact, "_libigl_distance", lambda v, f, q: fallback.append(len(q)) or real(v, f, q)
+    )
     ours = surface_distance(mesh.vertices, mesh.faces, points)
     fallback_points = sum(fallback)
     v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
@@ -136,7 +138,9 @@ def test_point_triangle_distance_brute_force():
     above = np.array([[0.002, 0.003, 0.6 + 0.004]])
     assert np.sqrt(point_triangle_sq_distance(above, a, b, c))[0] == pytest.approx(0.004, abs=1e-15)
     beyond = np.array([[0.013, -0.004, 0.6]])
-    assert np.sqrt(point_triangle_sq_distance(beyond, a, b, c))[0] == pytest.approx(0.005, abs=1e-15)
+    assert np.sqrt(point_triangle_sq_distance(beyond, a, b, c))[0] == pytest.approx(
+        0.005, abs=1e-15
+    )
 
 
 @pytest.mark.parametrize("depth", [0.002, 0.007, 0.015])

@@ -71,9 +71,7 @@ def surface_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray
         return _libigl_distance(v, f, points)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     centroid = (a + b + c) / 3.0
-    radius = np.sqrt(
-        np.max([((x - centroid) ** 2).sum(axis=1) for x in (a, b, c)], axis=0)
-    ).max()
+    radius = np.sqrt(np.max([((x - centroid) ** 2).sum(axis=1) for x in (a, b, c)], axis=0)).max()
     reach, near = kd_tree(centroid).query(points, k=k)
     near, reach = near.reshape(len(points), k).astype(np.int64), reach.reshape(len(points), k)
     d = np.sqrt(point_triangle_sq_distance(points[:, None], a[near], b[near], c[near]).min(axis=1))
