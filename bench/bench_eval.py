@@ -81,7 +81,54 @@ def _time(fn, repeats: int) -> tuple[float, float, object]:
     return min(walls), min(cpus), out
 
 
+def _stages(hp, hg, op, og, repeats: int = 9) -> list[dict]:
+    """Where a protocol-gsdf pair spends its time: its steps timed one by one (best of
+    `repeats`), on one thread as score_pair runs them."""
+    from threadpoolctl import threadpool_limits
+
+    from gsdf_eval.align import align_reference, sample_surface
+    from gsdf_eval.contact import contact_metrics_reference
+    from gsdf_eval.mesh import Mesh
+    from gsdf_eval.nn import nn_distances
+
+    def streams():  # score_pair's, for its default seed: the same samples, the same ICP
+        return [np.random.default_rng(s) for s in np.random.SeedSequence(0).spawn(4)]
+
+    rngs = streams()
+    n = 30_000
+    hand_sets = [
+        sample_surface(m, n, rng, sets=2) for m, rng in zip((hp, hg), rngs[:2], strict=True)
+    ]
+    al = align_reference(hand_sets[0][0], hand_sets[1][0])
+    obj_sets = [al.apply(sample_surface(op, n, rngs[2])), sample_surface(og, n, rngs[3])]
+    hand_al, obj_al = (
+        Mesh(al.apply(np.asarray(m.vertices)), np.asarray(m.faces)) for m in (hp, op)
+    )
+    steps = {
+        "surface samples: 2 x 30k per hand, 30k per object (4 meshes)": lambda: [
+            sample_surface(m, n, rng, sets=k)
+            for m, k, rng in zip((hp, hg, op, og), (2, 2, 1, 1), streams(), strict=True)
+        ],
+        "ICP (reference rule)": lambda: align_reference(hand_sets[0][0], hand_sets[1][0]),
+        "hand Chamfer/F-score neighbours (fresh sets, both ways)": lambda: nn_distances(
+            al.apply(hand_sets[0][1]), hand_sets[1][1]
+        ),
+        "object Chamfer/F-score neighbours (both ways)": lambda: nn_distances(*obj_sets),
+        "contact, penetration, intersection (libigl winding numbers)": lambda: (
+            contact_metrics_reference(hand_al, obj_al)
+        ),
+    }
+    rows = []
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for task, fn in steps.items():
+            wall, cpu, _ = _time(fn, repeats)
+            rows.append({"task": f"pair step: {task}", "jobs": 1, "wall_s": wall, "cpu_s": cpu})
+    return rows
+
+
 def run() -> dict:
+    from threadpoolctl import threadpool_limits
+
     from gsdf_eval.io import load_mesh
     from gsdf_eval.run import EvalSettings, run_set, score_pair
 
@@ -93,12 +140,13 @@ def run() -> dict:
     hp, hg, op, og = _pair(mod, 0.45, 0.004)
     score_pair(hp, hg, op, og, settings)  # warm-up (imports, caches)
     for label, st in (("gsdf", settings), ("converged", converged)):
-        wall, cpu, res = _time(lambda st=st: score_pair(hp, hg, op, og, st), 5)
+        wall, cpu, res = _time(lambda st=st: score_pair(hp, hg, op, og, st), 9)
         rows.append({"task": f"pair, hand + object (30k samples), {label}", "jobs": 1,
                      "wall_s": wall, "cpu_s": cpu, "icp_iterations": res["align_iterations"]})  # fmt: skip
     wall, cpu, res = _time(lambda: score_pair(hp, hg, settings=settings), 5)
     rows.append({"task": "pair, hand only (30k samples), gsdf", "jobs": 1, "wall_s": wall, "cpu_s": cpu,
                  "icp_iterations": res["align_iterations"]})  # fmt: skip
+    rows += _stages(hp, hg, op, og)
     poor = {
         "pair, poor: 2 mm placeholder object": (hp, hg, _placeholder(og.vertices.mean(0)), og),
         "pair, poor: 2 mm placeholder hand": (_placeholder(hg.vertices[0]), hg, op, og),
@@ -120,7 +168,8 @@ def run() -> dict:
         ),
     }
     for task, fn in icps.items():
-        wall, cpu, res = _time(fn, 3)
+        with threadpool_limits(limits=1, user_api="openmp"):  # as score_pair runs it
+            wall, cpu, res = _time(fn, 3)
         rows.append({"task": task, "jobs": 1, "wall_s": wall, "cpu_s": cpu,
                      "icp_iterations": res.iterations})  # fmt: skip
 
