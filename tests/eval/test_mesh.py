@@ -9,7 +9,7 @@ import trimesh
 
 from gsdf_eval.align import sample_surface
 from gsdf_eval.io import EvalInputError, load_mesh
-from gsdf_eval.mesh import face_areas, read_mesh, read_obj, read_ply
+from gsdf_eval.mesh import MeshFormatError, face_areas, read_mesh, read_obj, read_ply
 
 PLY_CODES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4",
              "uint": "u4", "float": "f4", "double": "f8"}  # fmt: skip
@@ -169,6 +169,33 @@ def test_obj_negative_indices_count_back_from_the_vertices_so_far(tmp_path):
         "v 0 0 0\nv 1 0 0\nv 0 1 0\nf -3 -2 -1\nv 0 0 1\nv 1 0 1\nv 0 1 1\nf -3 -2 -1\n"
     )
     np.testing.assert_array_equal(read_obj(path).faces, [[0, 1, 2], [3, 4, 5]])
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_obj_layout_comments_and_line_ends(tmp_path, newline):
+    """Indented statements, tabs, comments after a statement, blank lines and each line end;
+    `vt`/`vn` lines and commented-out statements are not vertices or faces; errors name the
+    file's line."""
+    lines = [
+        "# v 9 9 9",
+        "  v 0 0 0   # the origin",
+        "v\t1 0 0",
+        "",
+        "vt 0 1",
+        "vn 0 0 1",
+        "v 0 1 0#no space before the comment",
+        "\tf 1 2 3 # one triangle",
+        "#f 3 2 1",
+        "f\t1/1/1\t3/1/1 2/1/1",
+    ]
+    path = tmp_path / "layout.obj"
+    path.write_bytes(newline.join(lines).encode())  # no line end after the last line
+    mesh = read_obj(path)
+    np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 1]])
+    path.write_bytes(newline.join([*lines, "", "f 1 2 9"]).encode())
+    with pytest.raises(MeshFormatError, match="OBJ line 12: vertex index 9 out of range"):
+        read_obj(path)
 
 
 def test_obj_vertex_with_w_or_colour_keeps_x_y_z(tmp_path):

@@ -452,46 +452,69 @@ def _fans(starts: np.ndarray, lengths: np.ndarray, items: np.ndarray) -> np.ndar
 
 
 _OBJ_AFTER_SLASH = re.compile(r"/\S*")  # a corner's /vt/vn
+# a vertex or a face statement (after a newline): its text up to the line's end or a comment
+_OBJ_VERTEX = re.compile(r"\n[ \t]*v[ \t]([^\r\n#]*)")
+_OBJ_FACE = re.compile(r"\n[ \t]*f[ \t]([^\r\n#]*)")
+
+
+def _tokens_per_line(lines: list[str]) -> np.ndarray:
+    """How many whitespace-separated tokens each of lines holds (a vectorised str.split)."""
+    b = np.frombuffer(("\n".join(lines) + "\n").encode(), dtype=np.uint8)
+    space = (b == 32) | (b == 9) | (b == 10) | (b == 13)
+    start = ~space & np.concatenate([[True], space[:-1]])
+    newline = b == 10
+    line = np.cumsum(newline) - newline
+    return np.bincount(line[start], minlength=len(lines)).astype(np.int64)
 
 
 def read_obj(path: str | Path) -> Mesh:
     """Read the vertices and faces of an OBJ file; see the module docstring."""
     text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    # line numbers (1-based) of the vertices and the faces
-    v_at = [k for k, line in enumerate(lines, 1) if line[:2] in ("v ", "v\t")]
-    f_at = [k for k, line in enumerate(lines, 1) if line[:2] in ("f ", "f\t")]
-    vertex_lines = [lines[k - 1][2:] for k in v_at]
-    face_lines = [lines[k - 1][2:] for k in f_at]
+    if "\n" not in text:  # old Mac line ends, or one line
+        text = text.replace("\r", "\n")
+    text = "\n" + text  # every statement follows a newline
+    vertex_lines, face_lines = _OBJ_VERTEX.findall(text), _OBJ_FACE.findall(text)
+
+    def starts(statement: re.Pattern) -> np.ndarray:  # where each statement begins
+        return np.array([m.start() for m in statement.finditer(text)], dtype=np.int64)
+
+    def line_of(statement: re.Pattern, k: int) -> int:  # 1-based line of the k-th statement
+        return text.count("\n", 0, int(starts(statement)[k]) + 1)
 
     xyz = _numbers(" ".join(vertex_lines), np.float64)
     if xyz is not None and len(xyz) == 3 * len(vertex_lines):  # the usual "v x y z"
         vertices = xyz.reshape(-1, 3)
     else:  # a w or a colour after x y z, or something that is not a vertex
         rows = []
-        for k, line in zip(v_at, vertex_lines, strict=True):
+        for k, line in enumerate(vertex_lines):
             values = _numbers(line, np.float64)
             if values is None or len(values) < 3:
-                raise MeshFormatError(f"OBJ line {k}: a vertex needs x, y and z")
+                raise MeshFormatError(
+                    f"OBJ line {line_of(_OBJ_VERTEX, k)}: a vertex needs x, y and z"
+                )
             rows.append(values[:3])
         vertices = np.array(rows, dtype=np.float64).reshape(-1, 3)
 
     # corners are "v", "v/vt", "v/vt/vn" or "v//vn": the vertex is the number before a slash
-    lengths = np.array([len(f.split()) for f in face_lines], dtype=np.int64)
+    lengths = _tokens_per_line(face_lines)
     refs = _numbers(_OBJ_AFTER_SLASH.sub("", " ".join(face_lines)), np.int64)
     if refs is None or len(refs) != lengths.sum():
-        for k, f in zip(f_at, face_lines, strict=True):
+        for k, f in enumerate(face_lines):
             if _numbers(_OBJ_AFTER_SLASH.sub("", f), np.int64) is None:
-                raise MeshFormatError(f"OBJ line {k}: cannot read face 'f {f}'")
+                raise MeshFormatError(f"OBJ line {line_of(_OBJ_FACE, k)}: cannot read face 'f {f}'")
     if (lengths < 3).any():
-        raise MeshFormatError(f"OBJ line {f_at[np.argmax(lengths < 3)]}: a face needs 3 corners")
+        raise MeshFormatError(
+            f"OBJ line {line_of(_OBJ_FACE, int(np.argmax(lengths < 3)))}: a face needs 3 corners"
+        )
     # 1-based, or negative: counted back from the last vertex defined before the face
     corners = refs - 1
     if (refs < 0).any():
-        before = np.repeat(np.searchsorted(v_at, f_at), lengths)
+        before = np.repeat(np.searchsorted(starts(_OBJ_VERTEX), starts(_OBJ_FACE)), lengths)
         corners = np.where(refs > 0, refs - 1, before + refs)
     bad = np.flatnonzero((refs == 0) | (corners < 0) | (corners >= len(vertices)))
     if len(bad):
-        face = f_at[np.searchsorted(np.cumsum(lengths), bad[0], side="right")]
-        raise MeshFormatError(f"OBJ line {face}: vertex index {refs[bad[0]]} out of range")
+        face = int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))
+        raise MeshFormatError(
+            f"OBJ line {line_of(_OBJ_FACE, face)}: vertex index {refs[bad[0]]} out of range"
+        )
     return Mesh(vertices, triangulate(lengths, corners))
