@@ -258,13 +258,12 @@ def _multi_part(hand, objects, rows, notes):
     from unittest import mock
 
     from gsdf_data import sdf as sdf_mod
-    from gsdf_data.sampling import _PLACED, SamplingConfig, sample_points
+    from gsdf_data.sampling import SamplingConfig, sample_points
     from gsdf_data.sdf import brute_force_winding_number
 
     variants = (("sign layers (default)", None), ("whole-mesh pseudo-normal (before)", False))
 
-    def run(variant, fn):
-        _PLACED.clear()
+    def run(variant, fn):  # nothing is cached between calls without objects=
         if variant is None:
             return fn()
         with mock.patch.object(sdf_mod, "sign_layers", lambda *a, **k: None):
