@@ -50,7 +50,7 @@ def _stats(xs: list[float]) -> dict[str, float]:
     return {"best_s": min(xs), "median_s": statistics.median(xs)}
 
 
-def run() -> dict:
+def run() -> dict | None:
     from gsdf_model.config import get_preset
     from gsdf_model.data import GSDFDataset, open_shards, to_device
     from gsdf_model.meshing import MeshingConfig, extract_surface
@@ -63,10 +63,10 @@ def run() -> dict:
 
     ckpt_path = DEMO / "run" / "last.pt"
     if not ckpt_path.is_file():
-        return {
-            "rows": [],
-            "notes": [f"no demo checkpoint: run `python tools/demo.py` first ({ckpt_path})"],
-        }
+        print(
+            f"no demo checkpoint: run `python tools/demo.py` first ({ckpt_path})", file=sys.stderr
+        )
+        return None
     net, cfg = model_from_checkpoint(load_checkpoint_file(ckpt_path))
     big = build_model(get_preset("obman")).eval()
     data = DEMO / "synth" / "shards" / "test"

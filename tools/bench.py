@@ -1,7 +1,8 @@
 """Run the benchmarks in bench/bench_*.py and write bench/results/<name>.{json,md}.
 
-Each bench module defines `run() -> dict` returning a JSON-serialisable report whose
-"rows" entry (a list of flat dicts) becomes the markdown table. A module may also define
+Each bench module defines `run() -> dict | None` returning a JSON-serialisable report whose
+"rows" entry (a list of flat dicts) becomes the markdown table, or None when it cannot run
+here (it says why): its last report is then kept and the command exits with 1. A module may also define
 `run_gpu() -> dict | None`, written as bench/results/<name>_gpu.{json,md}; it returns None
 where there is no GPU, which leaves the last GPU report as it is. Usage:
     python tools/bench.py                  # all
@@ -65,13 +66,19 @@ def main(argv: list[str]) -> int:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.node() and platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip()
+    not_run = []
     for path in paths:
         name = path.stem.removeprefix("bench_")
         mod = _load(path)
         if not gpu_only:
             print(f"== bench {name}", flush=True)
             t0 = time.perf_counter()
-            _write(name, mod.run(), machine, time.perf_counter() - t0)
+            report = mod.run()
+            if report is None:
+                print(f"{name} not run: its last report kept", file=sys.stderr, flush=True)
+                not_run.append(name)
+            else:
+                _write(name, report, machine, time.perf_counter() - t0)
         if hasattr(mod, "run_gpu"):
             print(f"== bench {name}_gpu", flush=True)
             t0 = time.perf_counter()
@@ -80,6 +87,9 @@ def main(argv: list[str]) -> int:
                 print(f"no GPU here: {name}_gpu not run, its last report kept", flush=True)
             else:
                 _write(f"{name}_gpu", report, machine, time.perf_counter() - t0)
+    if not_run:
+        print(f"not run: {', '.join(not_run)}", file=sys.stderr)
+        return 1
     return 0
 
 
