@@ -250,6 +250,7 @@ def _valid_binary(tmp_path) -> bytes:
          "a face with 2 corners: faces need at least 3"),
         ("text.obj", lambda ok: b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n", "line 4"),
         ("range.obj", lambda ok: b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 -4\n", "index -4 out of range"),
+        ("novertex.obj", lambda ok: b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 /3\n", "line 4: cannot read"),
         ("short.obj", lambda ok: b"v 0 0\n", "line 1"),
     ],
 )  # fmt: skip

@@ -500,7 +500,8 @@ def read_obj(path: str | Path) -> Mesh:
     refs = _numbers(_OBJ_AFTER_SLASH.sub("", " ".join(face_lines)), np.int64)
     if refs is None or len(refs) != lengths.sum():
         for k, f in enumerate(face_lines):
-            if _numbers(_OBJ_AFTER_SLASH.sub("", f), np.int64) is None:
+            numbers = _numbers(_OBJ_AFTER_SLASH.sub("", f), np.int64)
+            if numbers is None or len(numbers) != lengths[k]:  # a bad number, or "/vt" alone
                 raise MeshFormatError(f"OBJ line {line_of(_OBJ_FACE, k)}: cannot read face 'f {f}'")
     if (lengths < 3).any():
         raise MeshFormatError(
