@@ -90,9 +90,10 @@ def _stages(hp, hg, op, og, repeats: int = 9) -> list[dict]:
     from gsdf_eval.contact import contact_metrics_reference
     from gsdf_eval.mesh import Mesh
     from gsdf_eval.nn import nn_distances
+    from gsdf_eval.run import EvalSettings, sample_streams
 
     def streams():  # score_pair's, for its default seed: the same samples, the same ICP
-        return [np.random.default_rng(s) for s in np.random.SeedSequence(0).spawn(4)]
+        return sample_streams(EvalSettings().seed)
 
     rngs = streams()
     n = 30_000

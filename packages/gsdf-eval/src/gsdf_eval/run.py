@@ -149,6 +149,13 @@ def score_pair(hand_pred, hand_gt, obj_pred=None, obj_gt=None, settings=EvalSett
         return _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed)
 
 
+def sample_streams(seed: int) -> list[np.random.Generator]:
+    """The surface-sampling streams of a pair: predicted hand, GT hand, predicted object, GT
+    object (one stream per mesh, as before protocols existed: "converged" numbers are
+    unchanged)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+
+
 def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
     from gsdf_eval.align import align_reference, align_scale_translation, sample_surface
     from gsdf_eval.contact import contact_metrics, contact_metrics_reference
@@ -158,11 +165,7 @@ def _score_pair(hand_pred, hand_gt, obj_pred, obj_gt, settings, seed):
     if (obj_pred is None) != (obj_gt is None):
         raise EvalInputError("object metrics need both the predicted and the GT object mesh")
     reference = settings.protocol == "gsdf"
-    # one stream per mesh, as before protocols existed ("converged" numbers are unchanged)
-    rngs = [
-        np.random.default_rng(s)
-        for s in np.random.SeedSequence(settings.seed if seed is None else seed).spawn(4)
-    ]
+    rngs = sample_streams(settings.seed if seed is None else seed)
     n = settings.n_points
     eps = 1e-7 if reference else 0.0
     if reference:
