@@ -236,6 +236,7 @@ def setup_run(
     if len(shards) == 0:
         raise UserError("the training set is empty")
     data_for = stage_data(shards, cfg)
+    stage_samples = _stage_samples(data_for)
     augment = None
     if cfg.augment:
         augment = AugmentConfig(
@@ -297,7 +298,7 @@ def setup_run(
             "preset": preset,
             "model": config_to_dict(model_cfg),
             "train": dataclasses.asdict(cfg),
-            "data": _stage_samples(data_for),
+            "data": stage_samples,
         }
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     amp = amp_dtype(cfg.amp, dist.device)
@@ -327,7 +328,7 @@ def setup_run(
         "checkpoint": str(out / "last.pt"),
         "first_loss": None,
         "final_loss": None,
-        "stage_samples": _stage_samples(data_for),
+        "stage_samples": stage_samples,
     }
     return run
 
